@@ -1,0 +1,7 @@
+"""`python -m segwise` = the `segwise` command."""
+
+import sys
+
+from segwise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""The `segwise` command: train, eval, predict, data check/synth, models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from segwise.errors import SegwiseError
+
+# CLI flag → dotted config key. Everything else is reachable with --config FILE and --set key=value.
+TRAIN_FLAGS: dict[str, str] = {
+    "model": "model.name", "encoder": "model.encoder", "encoder_weights": "model.encoder_weights",
+    "image_size": "data.image_size", "crop_size": "data.crop_size", "classes": "data.class_names",
+    "num_classes": "data.num_classes", "class_list": "data.class_values", "max_mask_val": "data.max_mask_value",
+    "batch": "data.batch_size", "lr": "optimizer.lr", "epochs": "trainer.max_epochs", "steps": "trainer.max_steps",
+    "augment": "data.augment", "workers": "data.num_workers", "add_dirs": "data.extra_channels",
+    "val_dir": "data.val_split", "add_val_dirs": "data.extra_val_splits", "adv_freq": "data.extra_val_every",
+    "accelerator": "trainer.accelerator", "devices": "trainer.devices", "precision": "trainer.precision",
+    "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir", "loss": "loss.name",
+}
+DATA_FLAGS = ("classes", "num_classes", "class_list", "max_mask_val", "add_dirs")
+SAVE_KINDS = ("index", "color", "overlay", "probs")
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.replace(",", " ").split()]
+
+
+def _str_list(text: str) -> list[str]:
+    return [v for v in text.replace(",", " ").split() if v]
+
+
+def _size(text: str) -> list[int]:
+    values = _int_list(text.replace("x", " "))
+    return values * 2 if len(values) == 1 else values
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("classes and channels")
+    group.add_argument("--classes", type=_str_list, help="class names, comma separated (sets the class count)")
+    group.add_argument("--num-classes", type=int, help="number of classes (default: from names, values or masks)")
+    group.add_argument("--class-list", type=_int_list,
+                       help="raw mask value of each class, e.g. '0,128,255' (S3 --class-list)")
+    group.add_argument("--max-mask-val", type=int, help="classes are mask values 0..M (S3 --max-mask-val)")
+    group.add_argument("--add-dirs", type=_str_list, help="extra single-channel folders beside images/, e.g. 'nir dsm'")
+    group.add_argument("--config", type=Path, help="YAML config file (sections data, model, loss, ...)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config key, e.g. --set loss.name='ce + 0.5*dice' (repeatable)")
+
+
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model on DATA_DIR/{train,val}/{images,masks}",
+                       description="Train on an image folder. Re-running with the same --name resumes the run.")
+    p.add_argument("data_dir", type=Path, help="data set root holding train/ and val/")
+    _add_data_flags(p)
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("-m", "--model", help="architecture (see `segwise models`), default unet")
+    g.add_argument("--encoder", help="encoder/backbone, default resnet18; 'tu-<timm name>' for any timm model")
+    g.add_argument("--encoder-weights", help="'imagenet' (needs the network) or a local weights file")
+    g.add_argument("--loss", help="loss or weighted sum, e.g. 'ce + 0.5*dice'")
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("-e", "--epochs", type=int, help="number of epochs")
+    g.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
+    g = p.add_argument_group("data loading")
+    g.add_argument("--image-size", type=_size, help="resize every sample, e.g. 512 or 384x512 (H x W)")
+    g.add_argument("--crop-size", type=_size, help="random training crop, e.g. 256")
+    g.add_argument("-b", "--batch", type=int, help="batch size")
+    g.add_argument("-a", "--augment", choices=["none", "safe", "light", "medium", "hard"], help="augmentation preset")
+    g.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
+    g.add_argument("--val-dir", help="validation split (name under DATA_DIR or a path), default val")
+    g.add_argument("--add-val-dirs", type=_str_list, help="extra validation splits, logged under their names")
+    g.add_argument("--adv-freq", type=int, help="evaluate the extra validation splits every N epochs")
+    g = p.add_argument_group("hardware and run")
+    g.add_argument("--accelerator", "--device", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="device kind")
+    g.add_argument("--cpu", action="store_true", help="same as --accelerator cpu")
+    g.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
+    g.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="numeric precision")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
+    g.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
+    g.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
+
+
+def _eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="metrics of a trained model on a labelled folder",
+                       description="Per-class IoU/Dice/precision/recall and mIoU, fwIoU, accuracy; "
+                                   "writes metrics.json and metrics.csv.")
+    p.add_argument("model", type=Path, help="run directory, model.yaml/model.safetensors or .ckpt file")
+    p.add_argument("data_dir", type=Path, help="split folder with images/ and masks/ (or a root with val/)")
+    p.add_argument("-o", "--out", type=Path, help="output folder (default RUN/eval)")
+    p.add_argument("-t", "--threshold", type=float, help="binary models: foreground if P(class 1) >= threshold")
+    p.add_argument("--save", nargs="*", choices=SAVE_KINDS, default=[], help="also save predictions of these kinds")
+    p.add_argument("--plots", type=int, default=0, metavar="N", help="image | GT | prediction plots of the N worst")
+    p.add_argument("--metrics-only", action="store_true", help="no predictions or plots, just the metrics")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+
+
+def _predict_parser(sub: Any) -> None:
+    p = sub.add_parser("predict", help="predict masks for an image or a folder",
+                       description="Writes index masks, colour masks and overlays; any input size.")
+    p.add_argument("model", type=Path, help="run directory, model.yaml/model.safetensors or .ckpt file")
+    p.add_argument("input", type=Path, help="image file, folder of images, or split folder with images/")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-t", "--threshold", type=float, help="binary models: foreground if P(class 1) >= threshold")
+    p.add_argument("--save", nargs="*", choices=SAVE_KINDS, default=["index", "color", "overlay"],
+                   help="outputs to write (default index color overlay)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+
+
+def _data_parser(sub: Any) -> None:
+    p = sub.add_parser("data", help="data-set tools: check, synth")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    check = dsub.add_parser("check", help="validate a data set and print class pixel counts, sizes and channels")
+    check.add_argument("data_dir", type=Path, help="data set root (train/, val/, ...) or one split folder")
+    _add_data_flags(check)
+    synth = dsub.add_parser("synth", help="write the built-in synthetic data set (textured shapes)")
+    synth.add_argument("out", type=Path, help="output folder")
+    synth.add_argument("--train", type=int, default=48, help="number of training images")
+    synth.add_argument("--val", type=int, default=16, help="number of validation images")
+    synth.add_argument("--test", type=int, default=8, help="number of test images")
+    synth.add_argument("--size", type=int, default=128, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segwise", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _eval_parser(sub)
+    _predict_parser(sub)
+    _data_parser(sub)
+    sub.add_parser("models", help="list every architecture and encoder create_model accepts")
+    return parser
+
+
+def _flags(args: argparse.Namespace, names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    return {TRAIN_FLAGS[n]: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from segwise.config import load_config
+    from segwise.tasks.semantic import train
+
+    flags = _flags(args, list(TRAIN_FLAGS))
+    flags["data.root"] = str(args.data_dir)
+    if args.cpu:
+        flags["trainer.accelerator"] = "cpu"
+    if args.no_resume:
+        flags["run.resume"] = False
+    config = load_config(args.config, args.overrides, flags)
+    run_dir = train(config)
+    _print_run_summary(run_dir)
+
+
+def _print_run_summary(run_dir: Path) -> None:
+    print(f"\nrun directory : {run_dir}")
+    print(f"model         : {run_dir / 'model.safetensors'} (+ model.yaml)")
+    print(f"checkpoints   : {run_dir / 'checkpoints'}")
+    print(f"tensorboard   : tensorboard --logdir {run_dir / 'tensorboard'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from segwise.metrics import format_table
+    from segwise.tasks.semantic import evaluate
+
+    save = set() if args.metrics_only else set(args.save)
+    plots = 0 if args.metrics_only else args.plots
+    metrics = evaluate(args.model, args.data_dir, args.out, threshold=args.threshold, save=save, plots=plots,
+                       device=args.device)
+    print(format_table(metrics))
+    print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from segwise.tasks.semantic import predict
+
+    written = predict(args.model, args.input, args.out, threshold=args.threshold, save=set(args.save),
+                      device=args.device)
+    print(f"predicted {len(written)} image(s) into {args.out} ({', '.join(args.save)})")
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    if args.data_command == "synth":
+        from segwise.data.synthetic import make_synthetic_dataset
+
+        root = make_synthetic_dataset(args.out, num_train=args.train, num_val=args.val, num_test=args.test,
+                                      size=args.size, seed=args.seed)
+        print(f"synthetic data set written to {root}")
+        return
+    from segwise.config import load_config
+    from segwise.tasks.semantic import check_data
+
+    flags = _flags(args, DATA_FLAGS)
+    flags["data.root"] = str(args.data_dir)
+    print(check_data(load_config(args.config, args.overrides, flags)))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from segwise.models import list_encoders, list_models, model_entry
+
+    print("architectures (segwise train --model NAME):")
+    for name in list_models():
+        entry = model_entry(name)
+        print(f"  {name:<16} {entry.family}{'  (takes --encoder)' if entry.uses_encoder else ''}")
+    encoders = list_encoders()
+    print(f"\nencoders ({len(encoders)}; also any timm model as tu-<name>):")
+    for start in range(0, len(encoders), 4):
+        print("  " + "".join(f"{e:<30}" for e in encoders[start:start + 4]))
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except SegwiseError as exc:
+        print(f"segwise {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

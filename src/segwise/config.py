@@ -1,0 +1,279 @@
+"""Typed run configuration: pydantic models hold every default and check every value at the edge.
+
+A config comes from (in increasing priority) the defaults below, a YAML file, CLI flags and `--set key=value`
+overrides. Errors name the dotted key, the value and the fix; unknown keys suggest the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segwise.errors import ConfigError
+
+AUGMENT_PRESETS = ("none", "safe", "light", "medium", "hard")
+SCHEDULERS = ("poly", "cosine", "onecycle", "step", "plateau", "constant")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "auto")
+Size = tuple[int, int]
+
+
+def _as_size(value: Any) -> Any:
+    """Accept `512`, `[512, 384]` (height, width) or None for image/crop sizes."""
+    if isinstance(value, int):
+        return (value, value)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the data lies and how masks become class indices (see README § Data)."""
+
+    root: Path | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    extra_val_splits: list[str] = Field(default_factory=list, description="S3 --add-val-dirs")
+    extra_val_every: int = Field(1, ge=1, description="evaluate the extra val splits every N epochs (S3 --adv-freq)")
+    extra_channels: list[str] = Field(default_factory=list, description="sibling folders with one plane each")
+    num_classes: int | None = Field(None, ge=2)
+    class_names: list[str] | None = None
+    class_values: list[int] | None = Field(None, description="raw mask value of each class (S3 --class-list)")
+    max_mask_value: int | None = Field(None, ge=1, description="classes are mask values 0..M (S3 --max-mask-val)")
+    palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class; maps RGB masks")
+    binary: bool = Field(False, description="0 = background, any other value = foreground (0/255 masks)")
+    unmapped: Literal["error", "ignore"] = "error"
+    ignore_index: int = 255
+    image_size: Size | None = Field(None, description="resize every sample to this (S3 --image-size)")
+    crop_size: Size | None = Field(None, description="random training crop (S2 crop_size)")
+    scale_range: tuple[float, float] | None = Field(None, description="random rescale before cropping (S2 scale)")
+    hflip: bool = True
+    vflip: bool = False
+    rotate: float = Field(0.0, ge=0, le=180, description="max random rotation in degrees (S2 rotate)")
+    blur: bool = False
+    augment: Literal["none", "safe", "light", "medium", "hard"] = "light"
+    mean: list[float] | None = Field(None, description="per channel, raw pixel units; computed if unset")
+    std: list[float] | None = None
+    batch_size: int = Field(8, ge=1)
+    val_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(2, ge=0)
+    validate_data: bool = Field(True, description="check every file before training starts")
+
+    _sizes = field_validator("image_size", "crop_size", mode="before")(_as_size)
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> DataConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("data.mean and data.std must be given together (or neither, to compute them)")
+        if self.mean is not None and len(self.mean) != len(self.std or []):
+            raise ValueError(f"data.mean has {len(self.mean)} values but data.std has {len(self.std or [])}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"data.std must be positive, got {self.std}")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Which network: any name of `segwise models`; `args` go to its constructor unchanged."""
+
+    name: str = "unet"
+    encoder: str | None = "resnet18"
+    encoder_weights: str | None = Field(None, description="None = random init; 'imagenet' or a local file")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    """A weighted sum of registered losses, e.g. `ce + 0.5*dice`."""
+
+    name: str = "ce"
+    class_weights: list[float] | None = None
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    ohem_thresh: float = Field(0.7, gt=0, le=1)
+    ohem_min_kept: int = Field(100_000, ge=1)
+
+
+class OptimizerConfig(_Strict):
+    """Any `torch.optim` class by name; `backbone_lr_factor` scales the encoder's LR (S2 differential_lr = 0.1)."""
+
+    name: str = "AdamW"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    backbone_lr_factor: float = Field(1.0, gt=0)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class SchedulerConfig(_Strict):
+    """LR schedule; poly/cosine/onecycle step every iteration, step/plateau every epoch."""
+
+    name: Literal["poly", "cosine", "onecycle", "step", "plateau", "constant"] = "poly"
+    power: float = Field(0.9, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    step_epochs: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0)
+    plateau_patience: int = Field(5, ge=0)
+    onecycle_pct_start: float = Field(0.3, gt=0, lt=1)
+
+
+class TrainerConfig(_Strict):
+    """Loop length, validation/checkpoint cadence, precision, devices and reproducibility."""
+
+    max_epochs: int | None = Field(20, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="iterations; overrides max_epochs when set")
+    val_every_epochs: int = Field(1, ge=1)
+    val_every_steps: int | None = Field(None, ge=1)
+    checkpoint_every_epochs: int | None = Field(None, ge=1, description="keep a periodic checkpoint")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="refresh last.ckpt every N steps")
+    monitor: str = "val/miou"
+    monitor_mode: Literal["max", "min"] = "max"
+    early_stopping_patience: int | None = Field(None, ge=1, description="validations without improvement")
+    grad_clip: float | None = Field(None, gt=0)
+    grad_clip_algorithm: Literal["norm", "value"] = "norm"
+    accumulate: int = Field(1, ge=1)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true", "auto"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    sync_batchnorm: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 42
+    deterministic: bool = False
+    log_every_steps: int = Field(10, ge=1)
+    log_images: int = Field(4, ge=0, description="validation overlays written to TensorBoard")
+    log_worst_images: int = Field(4, ge=0, description="worst validation images written to TensorBoard")
+    progress_bar: bool = True
+
+
+class RunConfig(_Strict):
+    """Where the run directory goes: `<log_dir>/<name>`; the same name resumes (S3)."""
+
+    name: str | None = None
+    log_dir: Path = Path("runs")
+    resume: bool = True
+
+
+class Config(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (paths as strings, tuples as lists)."""
+        return _plain(self.model_dump(mode="json"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the key at `path` (for suggestions)."""
+    model: type[BaseModel] = Config
+    for part in path[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(error["loc"])
+        known = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.5)
+        hint = f"; did you mean '{'.'.join(str(p) for p in error['loc'][:-1] + (close[0],))}'?" if close else ""
+        return f"unknown key '{key}'{hint} Valid keys here: {', '.join(known)}"
+    value = error.get("input")
+    return f"{key} = {value!r}: {error['msg']}" if key else f"{error['msg']}"
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a Config from a nested dict, turning pydantic errors into one readable ConfigError."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, naming the file on any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path given to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (data:, model:, ...)")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`trainer.max_epochs=5` → (['trainer', 'max_epochs'], 5); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set optimizer.lr=0.01")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def set_dotted(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set raw[k1][k2]... = value, creating sections as needed."""
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `update` wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Config:
+    """Defaults ← YAML file ← CLI flags (dotted keys) ← `--set` overrides, validated once at the end."""
+    raw: dict[str, Any] = read_yaml(path) if path else {}
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            set_dotted(raw, dotted.split("."), value)
+    for text in overrides:
+        set_dotted(raw, *parse_override(text))
+    return validate_config(raw, source=str(path) if path else "config")
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from segwise.io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

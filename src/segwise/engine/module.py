@@ -1,0 +1,188 @@
+"""The LightningModule for semantic segmentation: loss, optimisation, confusion-matrix validation, image logs."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from segwise.config import Config
+from segwise.engine.checkpoint import ModelSpec
+from segwise.engine.optim import build_optimizer, build_scheduler
+from segwise.errors import TrainingError
+from segwise.losses import build_loss
+from segwise.metrics import ConfusionMatrix, per_image_miou
+from segwise.visualize import colorize, side_by_side, to_display_rgb
+
+
+class _BatchNormForBatchOfOne(nn.BatchNorm2d):
+    """BatchNorm that falls back to running statistics when a channel sees a single value (batch of 1 at 1×1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.numel() // x.size(1) == 1:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def tolerate_batch_of_one(model: nn.Module) -> nn.Module:
+    """Swap the class of every BatchNorm2d in place (same parameters and state-dict keys)."""
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = _BatchNormForBatchOfOne
+    return model
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+             "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
+             "python_version": random.getstate()[0]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains `model` on (image, mask) batches; validation sets are named so extra ones log under their name."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, config: Config, val_names: list[str]) -> None:
+        super().__init__()
+        self.model = tolerate_batch_of_one(model)
+        self.spec, self.config, self.val_names = spec, config, val_names
+        loss = config.loss
+        self.loss = build_loss(loss.name, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
+                               class_weights=loss.class_weights, label_smoothing=loss.label_smoothing,
+                               focal_gamma=loss.focal_gamma, ohem_thresh=loss.ohem_thresh,
+                               ohem_min_kept=loss.ohem_min_kept)
+        self.channels_last = config.trainer.channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._matrices: list[ConfusionMatrix] = []
+        self._worst: list[tuple[float, int, np.ndarray]] = []
+        self._shown: list[np.ndarray] = []
+        self._tiebreak = itertools.count()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss(logits, batch["mask"])
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); training stopped and the last good checkpoint in "
+                f"{self.trainer.default_root_dir}/checkpoints was kept. Lower optimizer.lr, enable "
+                "trainer.grad_clip, or check the data for NaN/inf values.")
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].size(0))
+        if len(self.loss.last_values) > 1:
+            for name, value in self.loss.last_values.items():
+                self.log(f"train/loss_{name}", value, batch_size=batch["image"].size(0))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.model, self.config.optimizer)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.config.scheduler, total)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+    # ---- validation -----------------------------------------------------------------------------------------
+    def _evaluated(self, dataloader_idx: int) -> bool:
+        """Extra validation sets run every `data.extra_val_every` epochs (S3 --adv-freq)."""
+        return dataloader_idx == 0 or (self.current_epoch + 1) % self.config.data.extra_val_every == 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._matrices = [ConfusionMatrix(self.spec.num_classes, self.spec.ignore_index, device=self.device)
+                          for _ in self.val_names]
+        self._worst, self._shown = [], []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self._evaluated(dataloader_idx):
+            return
+        logits = self(batch["image"])
+        target = batch["mask"]
+        preds = logits.argmax(1)
+        self._matrices[dataloader_idx].update(preds, target)
+        if dataloader_idx == 0:
+            self.log("val/loss", self.loss(logits, target), add_dataloader_idx=False, batch_size=target.size(0),
+                     sync_dist=True)
+            if self.global_rank == 0 and self.logger is not None:
+                self._collect_images(batch, preds)
+
+    def _panel(self, image: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, caption: str) -> np.ndarray:
+        palette = np.asarray(self.spec.palette, dtype=np.uint8)
+        array = image.float().permute(1, 2, 0).cpu().numpy()
+        if self.spec.mean is not None:
+            array = array * np.asarray(self.spec.std, np.float32) + np.asarray(self.spec.mean, np.float32)
+        gt = target.cpu().numpy()
+        return side_by_side([to_display_rgb(array), colorize(gt, palette, self.spec.ignore_index),
+                             colorize(pred.cpu().numpy(), palette, self.spec.ignore_index)],
+                            ["image", "ground truth", "prediction"], caption)
+
+    def _collect_images(self, batch: dict[str, Any], preds: torch.Tensor) -> None:
+        """Keep the first `log_images` panels and the `log_worst_images` lowest-mIoU images of the epoch."""
+        keep_first, keep_worst = self.config.trainer.log_images, self.config.trainer.log_worst_images
+        if not keep_first and not keep_worst:
+            return
+        scores = per_image_miou(preds, batch["mask"], self.spec.num_classes, self.spec.ignore_index).tolist()
+        for i, miou in enumerate(scores):
+            caption = f"{batch['names'][i]}  mIoU {100 * miou:.1f}%"
+            if len(self._shown) < keep_first:
+                self._shown.append(self._panel(batch["image"][i], batch["mask"][i], preds[i], caption))
+            if keep_worst and (len(self._worst) < keep_worst or -miou > self._worst[0][0]):
+                item = (-miou, next(self._tiebreak), self._panel(batch["image"][i], batch["mask"][i], preds[i], caption))
+                if len(self._worst) < keep_worst:
+                    heapq.heappush(self._worst, item)
+                else:
+                    heapq.heapreplace(self._worst, item)
+
+    def on_validation_epoch_end(self) -> None:
+        for index, (name, matrix) in enumerate(zip(self.val_names, self._matrices)):
+            if not self._evaluated(index):
+                continue
+            matrix.all_reduce()
+            metrics = matrix.compute(self.spec.class_names)
+            prefix = "val" if index == 0 else f"val_{name}"
+            for key in ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mdice"):
+                self.log(f"{prefix}/{key}", float(np.nan_to_num(metrics[key])), prog_bar=key == "miou" and index == 0,
+                         add_dataloader_idx=False)
+            if index == 0:
+                for row in metrics["per_class"]:
+                    if not np.isnan(row["iou"]):
+                        self.log(f"val_class_iou/{row['name']}", float(row["iou"]), add_dataloader_idx=False)
+        self._write_images()
+
+    def _write_images(self) -> None:
+        if self.global_rank != 0 or self.logger is None or not hasattr(self.logger, "experiment"):
+            return
+        writer = self.logger.experiment
+        for i, panel in enumerate(self._shown):
+            writer.add_image(f"val_images/{i}", panel, self.global_step, dataformats="HWC")
+        for rank, (_, _, panel) in enumerate(sorted(self._worst, reverse=True)):
+            writer.add_image(f"val_worst/{rank}", panel, self.global_step, dataformats="HWC")
+
+    # ---- checkpoint extras ----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["segwise"] = {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "rng": _rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "segwise" in checkpoint:
+            _set_rng_state(checkpoint["segwise"]["rng"])

@@ -1,0 +1,74 @@
+"""One model registry, like timm's: `create_model(name, **kwargs)` for every architecture segwise knows."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from segwise.errors import ModelError
+
+ModelFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: ModelFactory
+    family: str
+    uses_encoder: bool
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, family: str = "segwise", uses_encoder: bool = False) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: make `factory(in_channels=..., classes=..., **kw)` reachable as `create_model(name)`."""
+
+    def decorate(factory: ModelFactory) -> ModelFactory:
+        key = name.lower()
+        if key in _MODELS:
+            raise ModelError(f"model name '{name}' is registered twice")
+        _MODELS[key] = ModelEntry(key, factory, family, uses_encoder)
+        return factory
+
+    return decorate
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Every registered architecture name (optionally of one family: 'smp', 'segwise', ...)."""
+    return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)
+
+
+def model_entry(name: str) -> ModelEntry:
+    key = name.lower()
+    if key not in _MODELS:
+        close = difflib.get_close_matches(key, list(_MODELS), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(f"model.name: unknown model '{name}'.{hint} Run `segwise models` for the full list.")
+    return _MODELS[key]
+
+
+def create_model(name: str, *, in_channels: int = 3, classes: int = 2, **kwargs) -> nn.Module:
+    """Build a registered model; it returns logits N×classes×H×W at input resolution."""
+    entry = model_entry(name)
+    if not entry.uses_encoder:
+        for key in ("encoder", "encoder_weights"):
+            if kwargs.get(key) is not None:
+                raise ModelError(f"model '{name}' takes no '{key}' (got {kwargs[key]!r}); remove model.{key}")
+            kwargs.pop(key, None)
+    try:
+        return entry.factory(in_channels=in_channels, classes=classes, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model '{name}' rejected its arguments: {exc}; check model.args") from None
+
+
+def input_stride(model: nn.Module) -> int:
+    """Inputs must be a multiple of this; inference pads to it and crops back."""
+    stride = getattr(model, "input_stride", None)
+    if stride is None:
+        encoder = getattr(model, "encoder", None)
+        stride = getattr(encoder, "output_stride", 32)
+    return int(stride)

@@ -1,0 +1,388 @@
+"""Semantic segmentation on image folders: config → validated data → model → Lightning run; eval and predict."""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from segwise.config import Config, DataConfig, save_config
+from segwise.data.classmap import ClassMap
+from segwise.data.folder import Sample, SegmentationDataset, find_samples, read_sample_image
+from segwise.data.io import IMAGE_EXTENSIONS, read_mask, write_png
+from segwise.data.transforms import build_eval_transform, build_train_transform
+from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
+from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel
+from segwise.engine.checkpoint import ModelSpec
+from segwise.engine.datamodule import SegmentationDataModule
+from segwise.engine.module import SegmentationTask
+from segwise.errors import CheckpointError, ConfigError, DataError
+from segwise.inference.predictor import Predictor
+from segwise.io_utils import atomic_write_text, ensure_writable_dir
+from segwise.metrics import ConfusionMatrix, per_image_miou, write_metrics
+from segwise.models import create_model, input_stride
+from segwise.visualize import colorize, default_palette, overlay, side_by_side, to_display_rgb
+
+DATASET_FILE = "dataset.yaml"  # optional class_names/palette/num_classes beside the splits
+STATS_FILE = "dataset_stats.yaml"
+
+
+# ---- data ---------------------------------------------------------------------------------------------------
+def split_dir(root: Path | None, split: str) -> Path:
+    """A split given as a name under `root`, or as a path of its own."""
+    path = Path(split)
+    if path.is_absolute() or root is None or (path.exists() and not (Path(root) / split).exists()):
+        return path
+    return Path(root) / split
+
+
+def with_dataset_defaults(data: DataConfig) -> DataConfig:
+    """Fill class names/palette/num_classes from `<root>/dataset.yaml` where the config leaves them unset."""
+    if data.root is None or not (Path(data.root) / DATASET_FILE).is_file():
+        return data
+    defaults = yaml.safe_load((Path(data.root) / DATASET_FILE).read_text()) or {}
+    updates = {k: v for k, v in defaults.items() if k in DataConfig.model_fields and getattr(data, k) is None}
+    return data.model_copy(update=DataConfig.model_validate({**data.model_dump(), **updates}).model_dump())
+
+
+def infer_num_classes(samples: list[Sample], ignore_index: int) -> int:
+    """Largest index-mask value (other than ignore) + 1, for data sets that state no class list."""
+    largest = 1
+    for sample in samples:
+        mask = read_mask(sample.mask)
+        if mask.ndim == 3:
+            raise DataError(f"{sample.mask}: RGB colour mask but no palette; set data.palette (one RGB colour per "
+                            "class) so colours can be mapped to classes")
+        values = np.unique(mask)
+        values = values[values != ignore_index]
+        if values.size:
+            largest = max(largest, int(values.max()))
+    return largest + 1
+
+
+def build_class_map(data: DataConfig, samples: list[Sample] | None = None) -> ClassMap:
+    """The one mapping from raw mask values to class indices, from the config (or the data when unstated)."""
+    num_classes = data.num_classes or (len(data.class_names) if data.class_names else None)
+    if num_classes is None and not (data.class_values or data.max_mask_value or data.palette or data.binary):
+        if not samples:
+            raise ConfigError("data.num_classes is not set and there are no masks to infer it from")
+        num_classes = infer_num_classes(samples, data.ignore_index)
+    return ClassMap.from_options(num_classes=num_classes, class_values=data.class_values,
+                                 max_mask_value=data.max_mask_value, palette=data.palette, binary=data.binary,
+                                 ignore_index=data.ignore_index, unmapped=data.unmapped)
+
+
+@dataclass
+class PreparedData:
+    train: list[Sample]
+    vals: dict[str, list[Sample]]
+    class_map: ClassMap
+    report: DatasetReport
+    in_channels: int
+
+
+def prepare_data(data: DataConfig) -> PreparedData:
+    """Find and validate every split before training starts, reporting all bad files at once."""
+    if data.root is None:
+        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise train` or set data.root")
+    train = find_samples(split_dir(data.root, data.train_split), data.extra_channels)
+    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
+    vals = {name: find_samples(split_dir(data.root, name), data.extra_channels) for name in split_names}
+    class_map = build_class_map(data, train)
+    report = validate_samples(train, class_map) if data.validate_data else None
+    for samples in vals.values():
+        if data.validate_data:
+            validate_samples(samples, class_map)
+    in_channels = report.channels if report else read_sample_image(train[0]).shape[2]
+    return PreparedData(train, vals, class_map, report, in_channels)
+
+
+def dataset_stats(data: DataConfig, prepared: PreparedData, run_dir: Path) -> tuple[list[float], list[float]]:
+    """Mean/std: from the config, else from the run's stored statistics, else computed once and stored."""
+    if data.mean is not None:
+        return list(data.mean), list(data.std)
+    stats_file = run_dir / STATS_FILE
+    if stats_file.is_file():
+        stored = yaml.safe_load(stats_file.read_text())
+        return stored["mean"], stored["std"]
+    mean, std = compute_mean_std(prepared.train)
+    stats = {"mean": [float(v) for v in mean], "std": [float(max(v, 1e-6)) for v in std],
+             "num_train": len(prepared.train), "in_channels": prepared.in_channels,
+             "class_pixel_counts": [int(c) for c in prepared.report.class_pixel_counts] if prepared.report else None}
+    atomic_write_text(stats_file, yaml.safe_dump(stats, sort_keys=False))
+    return stats["mean"], stats["std"]
+
+
+def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: list[float]) -> ModelSpec:
+    data, num_classes = config.data, prepared.class_map.num_classes
+    names = data.class_names or [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"data.class_names has {len(names)} names but the data has {num_classes} classes")
+    palette = [list(c) for c in data.palette] if data.palette else default_palette(num_classes).tolist()
+    return ModelSpec(name=config.model.name, encoder=config.model.encoder, args=dict(config.model.args),
+                     in_channels=prepared.in_channels, num_classes=num_classes, class_names=list(names),
+                     palette=palette, ignore_index=data.ignore_index, mean=mean, std=std,
+                     extra_channels=list(data.extra_channels),
+                     image_size=list(data.image_size) if data.image_size else None,
+                     class_values=prepared.class_map.values and list(prepared.class_map.values),
+                     binary=data.binary, unmapped=data.unmapped)
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+def run_directory(config: Config) -> Path:
+    name = config.run.name or f"{config.model.name}_{config.model.encoder}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    return Path(config.run.log_dir) / name
+
+
+def check_resumable(run_dir: Path, spec: ModelSpec) -> None:
+    """A run may only resume on data with the same classes and channels as its model."""
+    stored_file = run_dir / "model.yaml"
+    if not stored_file.is_file():
+        return
+    stored = ModelSpec.from_dict(yaml.safe_load(stored_file.read_text()), str(stored_file))
+    for key in ("name", "encoder", "in_channels", "num_classes"):
+        if getattr(stored, key) != getattr(spec, key):
+            raise CheckpointError(
+                f"run {run_dir} was trained with {key}={getattr(stored, key)!r} but the data/config now give "
+                f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
+
+
+def precision_for(config: Config) -> str:
+    if config.trainer.precision != "auto":
+        return config.trainer.precision
+    if torch.cuda.is_available() and config.trainer.accelerator not in ("cpu",):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_callbacks(config: Config, run_dir: Path, has_val: bool) -> list[L.Callback]:
+    trainer_cfg = config.trainer
+    monitor = trainer_cfg.monitor if has_val else None
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
+                        every_n_train_steps=trainer_cfg.checkpoint_every_steps),
+        ExportBestModel(run_dir, monitor, trainer_cfg.monitor_mode),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if monitor:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
+                                         mode=trainer_cfg.monitor_mode, save_top_k=1, enable_version_counter=False))
+    if trainer_cfg.checkpoint_every_epochs:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=-1,
+                                         every_n_epochs=trainer_cfg.checkpoint_every_epochs,
+                                         auto_insert_metric_name=False))
+    if monitor and trainer_cfg.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=trainer_cfg.monitor_mode,
+                                       patience=trainer_cfg.early_stopping_patience))
+    if trainer_cfg.progress_bar:
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def build_trainer(config: Config, run_dir: Path, has_val: bool) -> L.Trainer:
+    t = config.trainer
+    multi = (isinstance(t.devices, int) and t.devices > 1) or t.num_nodes > 1
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+        callbacks=build_callbacks(config, run_dir, has_val),
+        plugins=[AtomicCheckpointIO()],
+        max_epochs=t.max_epochs if t.max_steps is None else -1,
+        max_steps=t.max_steps or -1,
+        check_val_every_n_epoch=None if t.val_every_steps else t.val_every_epochs,
+        val_check_interval=t.val_every_steps,
+        limit_val_batches=None if has_val else 0,
+        gradient_clip_val=t.grad_clip,
+        gradient_clip_algorithm=t.grad_clip_algorithm,
+        accumulate_grad_batches=t.accumulate,
+        precision=precision_for(config),
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy="ddp" if multi else "auto",
+        sync_batchnorm=t.sync_batchnorm and multi,
+        deterministic=t.deterministic,
+        log_every_n_steps=t.log_every_steps,
+        enable_progress_bar=t.progress_bar,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+    )
+
+
+def train(config: Config) -> Path:
+    """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt."""
+    config = config.model_copy(update={"data": with_dataset_defaults(config.data)})
+    prepared = prepare_data(config.data)
+    run_dir = ensure_writable_dir(run_directory(config))
+    mean, std = dataset_stats(config.data, prepared, run_dir)
+    spec = model_spec(config, prepared, mean, std)
+    check_resumable(run_dir, spec)
+    save_config(config, run_dir / "config.yaml")
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+
+    model = create_model(spec.name, in_channels=spec.in_channels, classes=spec.num_classes,
+                         encoder=spec.encoder, encoder_weights=config.model.encoder_weights, **spec.args)
+    if config.trainer.compile:
+        model.compile()
+    data = config.data
+    train_transform = build_train_transform(data.augment, crop_size=data.crop_size, image_size=data.image_size,
+                                            scale_range=data.scale_range, hflip=data.hflip, vflip=data.vflip,
+                                            rotate=data.rotate, blur=data.blur, ignore_index=data.ignore_index)
+    eval_transform = build_eval_transform(data.image_size)
+    datasets = dict(class_map=prepared.class_map, mean=mean, std=std)
+    train_set = SegmentationDataset(prepared.train, transform=train_transform, seed=config.trainer.seed, **datasets)
+    val_sets = [SegmentationDataset(s, transform=eval_transform, **datasets) for s in prepared.vals.values()]
+    datamodule = SegmentationDataModule(train_set, val_sets, data.batch_size, data.val_batch_size or data.batch_size,
+                                        data.num_workers, config.trainer.seed, data.ignore_index, input_stride(model))
+    task = SegmentationTask(model, spec, config, list(prepared.vals))
+    trainer = build_trainer(config, run_dir, has_val=bool(val_sets))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = last if config.run.resume and last.is_file() else None
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
+    return run_dir
+
+
+# ---- evaluation and prediction ------------------------------------------------------------------------------
+def eval_split(data_dir: Path) -> Path:
+    """Accept a split folder (with images/) or a data-set root (then its val/ split)."""
+    data_dir = Path(data_dir)
+    if not any((data_dir / name).is_dir() for name in ("images", "imgs", "image")) and (data_dir / "val").is_dir():
+        return data_dir / "val"
+    return data_dir
+
+
+def spec_class_map(spec: ModelSpec) -> ClassMap:
+    """The class mapping the model was trained with."""
+    palette = spec.palette if not spec.class_values and not spec.binary else None
+    return ClassMap(num_classes=spec.num_classes, ignore_index=spec.ignore_index,
+                    values=tuple(spec.class_values) if spec.class_values else None,
+                    palette=tuple(tuple(c) for c in palette) if palette else None,
+                    binary=spec.binary, unmapped=spec.unmapped)
+
+
+def save_prediction(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray, probs: np.ndarray | None,
+                    spec: ModelSpec, kinds: set[str]) -> None:
+    """Write the requested outputs: index PNG, colour PNG, overlay PNG, raw probabilities (.npy float16)."""
+    palette = np.asarray(spec.palette, dtype=np.uint8)
+    if "index" in kinds:
+        write_png(out_dir / "index" / f"{name}.png", pred.astype(np.uint8 if spec.num_classes <= 256 else np.uint16))
+    if "color" in kinds:
+        write_png(out_dir / "color" / f"{name}.png", colorize(pred, palette, spec.ignore_index))
+    if "overlay" in kinds:
+        write_png(out_dir / "overlay" / f"{name}.png", overlay(image, pred, palette))
+    if "probs" in kinds and probs is not None:
+        (out_dir / "probs").mkdir(parents=True, exist_ok=True)
+        np.save(out_dir / "probs" / f"{name}.npy", probs.astype(np.float16))
+
+
+def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, threshold: float | None = None,
+             save: set[str] = frozenset(), plots: int = 0, device: str | None = None) -> dict[str, Any]:
+    """Dataset-level confusion-matrix metrics of a trained model on a folder; writes metrics.json/csv to out_dir."""
+    predictor = Predictor.from_path(model_path, device)
+    spec = predictor.spec
+    samples = find_samples(eval_split(data_dir), spec.extra_channels)
+    class_map = spec_class_map(spec)
+    report = validate_samples(samples, class_map)
+    if report.channels != spec.in_channels:
+        raise CheckpointError(f"{model_path} takes {spec.in_channels} channels but {data_dir} has {report.channels}; "
+                              "evaluate on data with the bands the model was trained on")
+    out_dir = ensure_writable_dir(out_dir or Path(model_path if Path(model_path).is_dir() else
+                                                  Path(model_path).parent) / "eval")
+    matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    worst: list[tuple[float, int, str, np.ndarray]] = []
+    counter = itertools.count()
+    for sample in samples:
+        image = read_sample_image(sample)
+        target = class_map.encode(read_mask(sample.mask))
+        probs = predictor.predict_proba(image, str(sample.image))
+        pred = predictor.labels(probs, threshold)
+        matrix.update(torch.from_numpy(pred), torch.from_numpy(target))
+        if save:
+            save_prediction(out_dir / "predictions", sample.name, image, pred, probs, spec, set(save))
+        if plots:
+            miou = per_image_miou(torch.from_numpy(pred)[None], torch.from_numpy(target)[None], spec.num_classes,
+                                  spec.ignore_index).item()
+            item = (-miou, next(counter), sample.name, pred)
+            (heapq.heappush if len(worst) < plots else heapq.heappushpop)(worst, item)
+    metrics = matrix.compute(spec.class_names)
+    metrics["threshold"] = threshold
+    metrics["out_dir"] = str(out_dir)
+    write_metrics(metrics, out_dir)
+    if plots:
+        write_plots(out_dir / "plots", sorted(worst, reverse=True), samples, class_map, spec)
+    return metrics
+
+
+def write_plots(plot_dir: Path, worst: list[tuple[float, int, str, np.ndarray]], samples: list[Sample],
+                class_map: ClassMap, spec: ModelSpec) -> None:
+    """image | ground truth | prediction panels, worst image first (file names start with the rank)."""
+    by_name = {s.name: s for s in samples}
+    palette = np.asarray(spec.palette, dtype=np.uint8)
+    for rank, (neg_iou, _, name, pred) in enumerate(worst):
+        sample = by_name[name]
+        target = class_map.encode(read_mask(sample.mask))
+        panel = side_by_side([to_display_rgb(read_sample_image(sample)), colorize(target, palette, spec.ignore_index),
+                              colorize(pred, palette, spec.ignore_index)], ["image", "ground truth", "prediction"],
+                             f"{name}  mIoU {-100 * neg_iou:.1f}%")
+        write_png(plot_dir / f"{rank:03d}_{name}.png", panel)
+
+
+def prediction_inputs(path: Path, extra_channels: list[str]) -> list[Sample]:
+    """A single image file, a folder of images, or a split folder with images/ (+ extra channel folders)."""
+    path = Path(path)
+    if path.is_file():
+        if extra_channels:
+            raise DataError(f"{path}: the model needs extra channel planes {extra_channels}; pass the split folder "
+                            "that holds images/ and those folders instead of one file")
+        return [Sample(path.stem, path, None, ())]
+    if not path.is_dir():
+        raise DataError(f"{path} does not exist; pass an image file or a folder of images")
+    if any((path / name).is_dir() for name in ("images", "imgs", "image")):
+        return find_samples(path, extra_channels, require_masks=False)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [Sample(p.stem, p, None, ()) for p in files]
+
+
+def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float | None = None,
+            save: set[str] = frozenset({"index", "color", "overlay"}), device: str | None = None) -> list[Path]:
+    """Predict every input image; returns the list of index-mask files written."""
+    predictor = Predictor.from_path(model_path, device)
+    out_dir = ensure_writable_dir(out_dir)
+    written = []
+    for sample in prediction_inputs(inputs, predictor.spec.extra_channels):
+        image = read_sample_image(sample)
+        probs = predictor.predict_proba(image, str(sample.image))
+        save_prediction(out_dir, sample.name, image, predictor.labels(probs, threshold), probs, predictor.spec, save)
+        written.append(out_dir / "index" / f"{sample.name}.png")
+    return written
+
+
+def check_data(config: Config) -> str:
+    """Validate every split of a data set (or one split folder) and describe it: sizes, channels, class pixels."""
+    data = with_dataset_defaults(config.data)
+    root = Path(data.root)
+    splits = [p for p in sorted(root.iterdir()) if p.is_dir() and any((p / n).is_dir() for n in ("images", "imgs", "image"))]
+    if any((root / n).is_dir() for n in ("images", "imgs", "image")):
+        splits = [root]
+    if not splits:
+        raise DataError(f"{root} holds no split folder with images/ (expected {root}/train/images, ...)")
+    found = {split.name: find_samples(split, data.extra_channels) for split in splits}
+    class_map = build_class_map(data, [s for samples in found.values() for s in samples])
+    names = data.class_names or [f"class_{i}" for i in range(class_map.num_classes)]
+    parts = [f"== {name} ({split_samples and len(split_samples)} samples) ==\n"
+             f"{validate_samples(split_samples, class_map).format(names)}" for name, split_samples in found.items()]
+    return "\n\n".join(parts) + f"\n\n{len(found)} split(s) valid."

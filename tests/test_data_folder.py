@@ -100,8 +100,10 @@ def test_augmentation_depends_only_on_seed_epoch_index(tmp_path: Path):
     assert all(torch.equal(a, b) for a, b in zip(forward, backward))
     first.set_epoch(1)
     assert not torch.equal(first[0]["image"], forward[0])
+    assert torch.equal(first[(0, 0)]["image"], forward[0])
     first.set_epoch(0)
     assert torch.equal(first[0]["image"], forward[0])
+    assert torch.equal(first[(1, 0)]["image"], make()[(1, 0)]["image"])
     assert not torch.equal(make(seed=1)[0]["image"], forward[0])
 
 

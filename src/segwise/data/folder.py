@@ -120,7 +120,8 @@ class SegmentationDataset(Dataset):
     """Reads image (+ extra planes) and mask, augments them together, and normalises the image.
 
     Augmentation randomness depends only on (seed, epoch, index), never on worker processes or order, so an
-    interrupted run resumes bit-exactly; the epoch lives in shared memory so persistent workers see set_epoch.
+    interrupted run resumes bit-exactly. The epoch comes from the key (epoch, index) or from set_epoch, which
+    lives in shared memory so that persistent workers see it.
     """
 
     def __init__(
@@ -151,12 +152,14 @@ class SegmentationDataset(Dataset):
         """Select the augmentation stream of an epoch (call before iterating over it)."""
         self._epoch.fill_(int(epoch))
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item `index` augmented for the current epoch, or for an explicit epoch with key (epoch, index)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         sample = self.samples[index]
         image = read_sample_image(sample)
         mask = read_sample_mask(sample, self.class_map, image.shape[:2]) if sample.mask is not None else None
         if self.transform is not None:
-            seed_transform(self.transform, mix_seed(self.seed, self.epoch, index))
+            seed_transform(self.transform, mix_seed(self.seed, epoch, index))
         full_scale = dtype_max(image.dtype)
         pixels, mask = apply_transform(self.transform, image, mask)
         pixels = normalize(pixels, self.mean, self.std, max_value=full_scale)

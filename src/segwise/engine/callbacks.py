@@ -50,7 +50,7 @@ class ExportBestModel(L.Callback):
             self._export(trainer, task)
 
     def on_fit_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
-        if not (self.run_dir / "model.safetensors").exists():
+        if self.monitor is None or not (self.run_dir / "model.safetensors").exists():
             self._export(trainer, task)
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index): indices shuffled by (seed, epoch), sharded by rank, optionally starting mid-epoch."""
+    """Yields (epoch, index) keys (the dataset seeds augmentation with them); the order is shuffled by
+    (seed, epoch), sharded by rank and can start mid-epoch."""
 
     def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.shuffle, self.seed = size, shuffle, seed
@@ -42,26 +43,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(self.epoch, i) for i in mine[start:]])
 
 
-class EpochIndexed(Dataset):
-    """Passes the epoch from the sampler to the dataset, so augmentation is seeded by (seed, epoch, index)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        self.dataset.set_epoch(epoch)
-        return self.dataset[index]
-
-
 class ResumableLoader(DataLoader):
     """A DataLoader over an EpochSampler whose state is (epoch, batches already trained this epoch)."""
 
     def __init__(self, dataset: Any, sampler: EpochSampler, batches_done: Callable[[], int], **kwargs: Any) -> None:
-        super().__init__(EpochIndexed(dataset), sampler=sampler, **kwargs)
+        super().__init__(dataset, sampler=sampler, **kwargs)
         self.batches_done = batches_done
 
     def state_dict(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -19,16 +20,31 @@ def list_encoders() -> list[str]:
 
 def _load_local_encoder_weights(model: nn.Module, path: Path) -> None:
     """Load encoder weights from a local file without unpickling code (safetensors or weights_only)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or a pickle that holds more than tensors (refused by weights_only)
+        raise ModelError(f"encoder weights {path} cannot be read as a weights file ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); save a plain state_dict with torch.save or safetensors") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"encoder weights {path} hold a {type(state).__name__}, not a state_dict")
     state = state.get("state_dict", state)
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-    if len(unexpected) == len(state):
-        raise ModelError(f"encoder weights {path}: no key matches encoder '{type(model.encoder).__name__}'")
+    # Keys the encoder does not have (a classifier head, ...) are skipped. nn.Module's own load_state_dict is called
+    # because several smp encoders override it without `strict` or without returning the missing/unexpected keys.
+    own = model.encoder.state_dict()
+    matching = {k: v for k, v in state.items() if k in own}
+    if not matching:
+        raise ModelError(f"encoder weights {path}: no key matches encoder '{type(model.encoder).__name__}' "
+                         f"(file keys start {sorted(state)[:3]}, encoder keys {sorted(own)[:3]})")
+    wrong = [f"{k} {tuple(v.shape)} ≠ {tuple(own[k].shape)}" for k, v in matching.items() if v.shape != own[k].shape]
+    if wrong:
+        raise ModelError(f"encoder weights {path} do not fit encoder '{type(model.encoder).__name__}' (a different "
+                         f"encoder, or another number of input channels?): {'; '.join(wrong[:3])}")
+    nn.Module.load_state_dict(model.encoder, matching, strict=False)
 
 
 def _build(arch: str, in_channels: int, classes: int, encoder: str | None = "resnet34",
@@ -40,8 +56,17 @@ def _build(arch: str, in_channels: int, classes: int, encoder: str | None = "res
         model = smp.create_model(arch, encoder_name=encoder, encoder_weights=weights,
                                  in_channels=in_channels, classes=classes, **kwargs)
     except KeyError as exc:
+        if encoder in smp.encoders.get_encoder_names():  # the encoder exists, so the weights name is what is wrong
+            raise ModelError(f"model.encoder_weights={encoder_weights!r} is neither an existing local weights file nor "
+                             f"a weights name of encoder {encoder!r} ({exc}); use null, 'imagenet' or a local "
+                             ".pth/.safetensors path") from None
         raise ModelError(f"model.encoder: smp has no encoder {encoder!r} ({exc}); run `segwise models` to list them, "
                          "or use 'tu-<timm model>'") from None
+    except RuntimeError as exc:
+        if "Unknown model" not in str(exc):  # timm's message for a `tu-` name it does not know
+            raise
+        raise ModelError(f"model.encoder: timm has no model {encoder[3:]!r} for encoder {encoder!r} ({exc}); "
+                         "check the name with timm.list_models()") from None
     except OSError as exc:  # requests/urllib/hf-hub connection errors are OSError subclasses
         raise ModelError(
             f"model.encoder_weights={encoder_weights!r}: the weights for encoder {encoder!r} could not be downloaded "
@@ -51,7 +76,25 @@ def _build(arch: str, in_channels: int, classes: int, encoder: str | None = "res
         raise ModelError(f"model {arch}/{encoder}: {exc}") from None
     if local:
         _load_local_encoder_weights(model, local)
+    stride = _arch_input_stride(arch, model)
+    if stride is not None:
+        model.input_stride = stride  # read by segwise.models.input_stride (inference pads inputs to a multiple of it)
     return model
+
+
+def _arch_input_stride(arch: str, model: nn.Module) -> int | None:
+    """Decoders that need inputs in larger multiples than the encoder's output stride (None: the encoder's is enough).
+
+    PAN's feature-pyramid-attention block halves the deepest feature map three more times; DPT's deepest decoder
+    stage lies at stride 2**(depth + 1) (32 for the default depth 4, made by a strided conv from the patch grid).
+    """
+    encoder_stride = int(getattr(model.encoder, "output_stride", 32))
+    if arch == "pan":
+        return encoder_stride * 8
+    if arch == "dpt":
+        depth = len(getattr(model.encoder, "output_strides", (0,) * 4))
+        return math.lcm(encoder_stride, 2 ** (depth + 1))
+    return None
 
 
 def _register_smp() -> None:

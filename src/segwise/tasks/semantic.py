@@ -221,8 +221,11 @@ def build_trainer(config: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     )
 
 
-def train(config: Config) -> Path:
-    """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt."""
+def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
+    """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt.
+
+    `callbacks` are added to segwise's own (e.g. for custom logging or benchmarks).
+    """
     config = config.model_copy(update={"data": with_dataset_defaults(config.data)})
     prepared = prepare_data(config.data)
     run_dir = ensure_writable_dir(run_directory(config))
@@ -239,7 +242,8 @@ def train(config: Config) -> Path:
     data = config.data
     train_transform = build_train_transform(data.augment, crop_size=data.crop_size, image_size=data.image_size,
                                             scale_range=data.scale_range, hflip=data.hflip, vflip=data.vflip,
-                                            rotate=data.rotate, blur=data.blur, ignore_index=data.ignore_index)
+                                            rotate=data.rotate, blur=data.blur, ignore_index=data.ignore_index,
+                                            num_channels=prepared.in_channels)
     eval_transform = build_eval_transform(data.image_size)
     datasets = dict(class_map=prepared.class_map, mean=mean, std=std)
     train_set = SegmentationDataset(prepared.train, transform=train_transform, seed=config.trainer.seed, **datasets)
@@ -248,9 +252,12 @@ def train(config: Config) -> Path:
                                         data.num_workers, config.trainer.seed, data.ignore_index, input_stride(model))
     task = SegmentationTask(model, spec, config, list(prepared.vals))
     trainer = build_trainer(config, run_dir, has_val=bool(val_sets))
+    trainer.callbacks.extend(callbacks)
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = last if config.run.resume and last.is_file() else None
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
+    if not trainer.interrupted:
+        trainer.save_checkpoint(last)  # the periodic saves may not fall on the final step
     return run_dir
 
 

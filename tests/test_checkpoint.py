@@ -8,7 +8,9 @@ import pytest
 import torch
 import yaml
 
-from segwise.engine.checkpoint import FORMAT, SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model, resolve_model_path, save_model
+from segwise.engine.checkpoint import (
+    FORMAT, SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model, resolve_model_path, save_model,
+)
 from segwise.errors import CheckpointError, SegwiseError
 from segwise.io_utils import atomic_write, atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
@@ -25,9 +27,10 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def spec() -> ModelSpec:
     # timm's tiny test ResNet (0.5 M parameters, batch-norm buffers included) keeps the files small and writes fast
-    return ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [32, 16, 16, 8, 8]}, in_channels=4,
-                     num_classes=3, class_names=["bg", "a", "b"], palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-                     mean=[1.0, 2.0, 3.0, 4.0], std=[1.0, 1.0, 1.0, 1.0], extra_channels=["nir"], image_size=[64, 64])
+    return ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [32, 16, 16, 8, 8]},
+                     in_channels=4, num_classes=3, class_names=["bg", "a", "b"],
+                     palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]], mean=[1.0, 2.0, 3.0, 4.0], std=[1.0] * 4,
+                     extra_channels=["nir"], image_size=[64, 64])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Config: defaults, YAML file ← flags ← --set priority, readable errors for unknown keys and bad values, save/load."""
+"""Config: defaults ← YAML file ← flags ← --set, readable errors for unknown keys and bad values, save/load."""
 
 from pathlib import Path
 

@@ -58,10 +58,10 @@ def test_every_smp_architecture_is_registered():
 def test_smp_model_forward_shape(arch: str, in_channels: int):
     model = _model(arch, in_channels)
     size = MIN_SIZE.get(arch, 64)
-    x = torch.rand(1, in_channels, size, size)
+    x = torch.rand(2, in_channels, size, size)
     with torch.no_grad():
         y = model(x)
-    assert isinstance(y, torch.Tensor) and y.shape == (1, 3, size, size)
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 3, size, size)
     assert torch.isfinite(y).all()
     assert not model.training
 

@@ -141,7 +141,6 @@ def _flags(args: argparse.Namespace, names: list[str] | tuple[str, ...]) -> dict
 
 def cmd_train(args: argparse.Namespace) -> None:
     from segwise.config import load_config
-    from segwise.tasks.semantic import train
 
     flags = _flags(args, list(TRAIN_FLAGS))
     flags["data.root"] = str(args.data_dir)
@@ -149,7 +148,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         flags["trainer.accelerator"] = "cpu"
     if args.no_resume:
         flags["run.resume"] = False
-    config = load_config(args.config, args.overrides, flags)
+    config = load_config(args.config, args.overrides, flags)  # before importing Lightning: config errors come at once
+
+    from segwise.tasks.semantic import train
+
     run_dir = train(config)
     _print_run_summary(run_dir)
 
@@ -190,11 +192,14 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"synthetic data set written to {root}")
         return
     from segwise.config import load_config
-    from segwise.tasks.semantic import check_data
 
     flags = _flags(args, DATA_FLAGS)
     flags["data.root"] = str(args.data_dir)
-    print(check_data(load_config(args.config, args.overrides, flags)))
+    config = load_config(args.config, args.overrides, flags)
+
+    from segwise.tasks.semantic import check_data
+
+    print(check_data(config))
 
 
 def cmd_models(args: argparse.Namespace) -> None:

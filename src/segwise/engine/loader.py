@@ -54,5 +54,8 @@ class ResumableLoader(DataLoader):
         return {"epoch": self.sampler.epoch, "batches_done": int(self.batches_done())}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["batches_done"] >= len(self):  # saved on the epoch's last batch: resume at the next epoch
+            self.sampler.set_epoch(state["epoch"] + 1)
+            return
         self.sampler.set_epoch(state["epoch"])
         self.sampler.skip = state["batches_done"] * (self.batch_size or 1)

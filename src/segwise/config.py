@@ -81,7 +81,7 @@ class ModelConfig(_Strict):
     """Which network: any name of `segwise models`; `args` go to its constructor unchanged."""
 
     name: str = "unet"
-    encoder: str | None = "resnet18"
+    encoder: str | None = Field(None, description="None = the architecture's default (resnet18 for smp models)")
     encoder_weights: str | None = Field(None, description="None = random init; 'imagenet' or a local file")
     args: dict[str, Any] = Field(default_factory=dict)
 
@@ -154,6 +154,12 @@ class RunConfig(_Strict):
     """Where the run directory goes: `<log_dir>/<name>`; the same name resumes (S3)."""
 
     name: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_as_text(cls, value: Any) -> Any:
+        """YAML reads `name: 2024` as a number; a run name is always text."""
+        return str(value) if isinstance(value, (int, float)) else value
     log_dir: Path = Path("runs")
     resume: bool = True
 

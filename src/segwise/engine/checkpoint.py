@@ -92,13 +92,16 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     spec_file, weights_file = resolve_model_path(path)
     if not spec_file.is_file():
         raise CheckpointError(f"{spec_file} is missing; a model needs its {SPEC_FILE} beside its weights")
-    spec = ModelSpec.from_dict(yaml.safe_load(spec_file.read_text()) or {}, str(spec_file))
+    described = yaml.safe_load(spec_file.read_text())
+    spec = ModelSpec.from_dict(described if isinstance(described, dict) else {}, str(spec_file))
     if weights_file is None:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CheckpointError(f"{path} cannot be read as a checkpoint ({exc})") from None
-        state = _strip_prefix(checkpoint.get("state_dict", {}))
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict); pass a run directory")
+        state = _strip_prefix(checkpoint["state_dict"])
     else:
         if not weights_file.is_file():
             raise CheckpointError(f"{weights_file} is missing; the run may not have finished an epoch yet")

@@ -47,9 +47,12 @@ def _load_local_encoder_weights(model: nn.Module, path: Path) -> None:
     nn.Module.load_state_dict(model.encoder, matching, strict=False)
 
 
-def _build(arch: str, in_channels: int, classes: int, encoder: str | None = "resnet34",
+DEFAULT_ENCODER = "resnet18"
+
+
+def _build(arch: str, in_channels: int, classes: int, encoder: str | None = None,
            encoder_weights: str | None = None, **kwargs) -> nn.Module:
-    encoder = encoder or "resnet34"
+    encoder = encoder or DEFAULT_ENCODER
     local = Path(encoder_weights) if encoder_weights and Path(encoder_weights).is_file() else None
     weights = None if local else encoder_weights
     try:

@@ -140,7 +140,8 @@ def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: l
 
 # ---- training -----------------------------------------------------------------------------------------------
 def run_directory(config: Config) -> Path:
-    name = config.run.name or f"{config.model.name}_{config.model.encoder}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    parts = [config.model.name, config.model.encoder, f"{datetime.datetime.now():%Y%m%d-%H%M%S}"]
+    name = config.run.name or "_".join(p for p in parts if p)
     return Path(config.run.log_dir) / name
 
 

@@ -17,7 +17,7 @@ def _yaml(path: Path, data) -> Path:
 def test_defaults_validate():
     config = load_config()
     assert config == Config()
-    assert config.model.name == "unet" and config.model.encoder == "resnet18" and config.model.encoder_weights is None
+    assert config.model.name == "unet" and config.model.encoder is None and config.model.encoder_weights is None
     assert config.loss.name == "ce" and config.optimizer.name == "AdamW" and config.scheduler.name == "poly"
     assert config.data.batch_size == 8 and config.data.image_size is None and config.trainer.max_epochs == 20
     assert validate_config(Config().to_dict()) == Config()
@@ -34,7 +34,7 @@ def test_priority_set_over_flags_over_file_over_defaults(tmp_path: Path):
     assert config.trainer.max_epochs == 9  # --set beats flag and file
     assert config.data.batch_size == 2  # flag beats file
     assert config.optimizer.lr == 0.1 and config.trainer.seed == 7 and config.data.augment == "hard"  # file
-    assert config.model.encoder == "resnet18"  # an unset flag keeps the default
+    assert config.model.encoder is None  # an unset flag keeps the default (the architecture picks)
     assert config.optimizer.weight_decay == 1e-4  # default
 
 

@@ -193,3 +193,24 @@ def test_invalid_data_is_reported_before_training(tmp_path: Path) -> None:
         train(config)
     assert "val_0000" in str(error.value) or "train_0001" in str(error.value)
     assert not (tmp_path / "runs" / "bad" / "checkpoints").exists()
+
+
+def test_extra_channels_and_extra_validation_sets(tmp_path: Path) -> None:
+    """An extra 'nir' plane per image becomes a 4th input channel; an extra val split logs under its own name."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = make_synthetic_dataset(tmp_path / "data", num_train=6, num_val=3, num_test=3, size=64, seed=4)
+    for split in ("train", "val", "test"):
+        for image in (root / split / "images").glob("*.png"):
+            plane = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+            write_png(root / split / "nir" / image.name, plane)
+    config = quick_config(root, tmp_path / "runs", "nir", "data.extra_channels=[nir]", "trainer.max_epochs=2",
+                          "data.extra_val_splits=[test]", "data.extra_val_every=2")
+    run = train(config)
+    assert yaml.safe_load((run / "model.yaml").read_text())["in_channels"] == 4
+    scalars = EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"]
+    assert "val_test/miou" in scalars and "val/miou" in scalars
+    written = predict(run, root / "test", tmp_path / "pred")
+    assert len(written) == 3
+    with pytest.raises(DataError, match="nir"):
+        predict(run, next((root / "test" / "images").glob("*.png")), tmp_path / "pred2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from segwise.config import Config, load_config
 from segwise.data.synthetic import make_synthetic_dataset
@@ -25,3 +26,12 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """64-pixel synthetic set: 24 train, 8 val, 4 test images, 4 classes."""
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_train=24, num_val=8, num_test=4,
                                   size=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU forwards are fastest single-threaded (no OpenMP spin-up or oversubscription on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,13 +15,7 @@ from segwise.errors import CheckpointError, SegwiseError
 from segwise.io_utils import atomic_write, atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU forwards are fastest single-threaded (no OpenMP spin-up or oversubscription on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

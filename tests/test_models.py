@@ -22,13 +22,7 @@ MIN_SIZE = {"pan": 128}
 SMP_ARCHS = list_models("smp")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU forwards are fastest single-threaded (no OpenMP spin-up or oversubscription on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -121,3 +121,24 @@ def test_train_bad_value_and_missing_config_exit_2(synth_dir: Path, tmp_path: Pa
     missing = tmp_path / "nope.yaml"
     assert main(["train", str(synth_dir), "--config", str(missing)]) == 2
     assert f"config file {missing} does not exist" in capsys.readouterr().err
+
+
+def test_list_flags_take_words_or_commas():
+    args = build_parser().parse_args(["train", "d", "--add-dirs", "nir", "dsm", "--class-list", "0,100", "200",
+                                      "--add-val-dirs", "a,b"])
+    assert args.add_dirs == ["nir", "dsm"] and args.class_list == [0, 100, 200] and args.add_val_dirs == ["a", "b"]
+
+
+def test_misspelt_optimizer_fails_before_any_run_directory(synth_dir: Path, tmp_path: Path, capsys):
+    code = main(["train", str(synth_dir), "--log-dir", str(tmp_path), "--name", "x", "--set", "optimizer.name=adamm"])
+    assert code == 2
+    assert "AdamW" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_no_resume_refuses_an_existing_run(synth_dir: Path, tmp_path: Path, capsys):
+    (tmp_path / "x" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "x" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    code = main(["train", str(synth_dir), "--log-dir", str(tmp_path), "--name", "x", "--no-resume"])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err

@@ -24,27 +24,35 @@ DATA_FLAGS = ("classes", "num_classes", "class_list", "max_mask_val", "add_dirs"
 SAVE_KINDS = ("index", "color", "overlay", "probs")
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.replace(",", " ").split()]
+class _ListAction(argparse.Action):
+    """`--add-dirs nir dsm`, `--add-dirs nir,dsm` and `--add-dirs "nir dsm"` all give ['nir', 'dsm']."""
 
+    def __init__(self, *args: Any, cast: type = str, **kwargs: Any) -> None:
+        self.cast = cast
+        super().__init__(*args, nargs="+", **kwargs)
 
-def _str_list(text: str) -> list[str]:
-    return [v for v in text.replace(",", " ").split() if v]
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        words = [w for value in values for w in value.replace(",", " ").split()]
+        try:
+            setattr(namespace, self.dest, [self.cast(w) for w in words])
+        except ValueError:
+            parser.error(f"{option_string}: expected {self.cast.__name__} values, got {' '.join(values)!r}")
 
 
 def _size(text: str) -> list[int]:
-    values = _int_list(text.replace("x", " "))
+    values = [int(v) for v in text.replace("x", " ").replace(",", " ").split()]
     return values * 2 if len(values) == 1 else values
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classes and channels")
-    group.add_argument("--classes", type=_str_list, help="class names, comma separated (sets the class count)")
+    group.add_argument("--classes", action=_ListAction, help="class names (sets the class count)")
     group.add_argument("--num-classes", type=int, help="number of classes (default: from names, values or masks)")
-    group.add_argument("--class-list", type=_int_list,
-                       help="raw mask value of each class, e.g. '0,128,255' (S3 --class-list)")
+    group.add_argument("--class-list", action=_ListAction, cast=int,
+                       help="raw mask value of each class, e.g. 0 100 200 (S3 --class-list)")
     group.add_argument("--max-mask-val", type=int, help="classes are mask values 0..M (S3 --max-mask-val)")
-    group.add_argument("--add-dirs", type=_str_list, help="extra single-channel folders beside images/, e.g. 'nir dsm'")
+    group.add_argument("--add-dirs", action=_ListAction, help="extra single-channel folders beside images/, e.g. nir dsm")
     group.add_argument("--config", type=Path, help="YAML config file (sections data, model, loss, ...)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config key, e.g. --set loss.name='ce + 0.5*dice' (repeatable)")
@@ -70,7 +78,7 @@ def _train_parser(sub: Any) -> None:
     g.add_argument("-a", "--augment", choices=["none", "safe", "light", "medium", "hard"], help="augmentation preset")
     g.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
     g.add_argument("--val-dir", help="validation split (name under DATA_DIR or a path), default val")
-    g.add_argument("--add-val-dirs", type=_str_list, help="extra validation splits, logged under their names")
+    g.add_argument("--add-val-dirs", action=_ListAction, help="extra validation splits, logged under their names")
     g.add_argument("--adv-freq", type=int, help="evaluate the extra validation splits every N epochs")
     g = p.add_argument_group("hardware and run")
     g.add_argument("--accelerator", "--device", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="device kind")

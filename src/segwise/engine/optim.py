@@ -13,7 +13,7 @@ from segwise.config import OptimizerConfig, SchedulerConfig
 from segwise.errors import ConfigError
 
 
-def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     classes = {n.lower(): getattr(torch.optim, n) for n in dir(torch.optim)
                if isinstance(getattr(torch.optim, n), type) and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
                and n != "Optimizer"}
@@ -38,7 +38,7 @@ def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, An
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
-    cls = _optimizer_class(config.name)
+    cls = optimizer_class(config.name)
     kwargs = {"weight_decay": config.weight_decay, **config.args}
     try:
         return cls(param_groups(model, config), lr=config.lr, **kwargs)

@@ -23,14 +23,16 @@ from segwise.data.io import IMAGE_EXTENSIONS, read_mask, write_png
 from segwise.data.transforms import build_eval_transform, build_train_transform
 from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
 from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel
-from segwise.engine.checkpoint import ModelSpec
+from segwise.engine.checkpoint import ModelSpec, resolve_model_path
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
+from segwise.engine.optim import optimizer_class
 from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.inference.predictor import Predictor
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics import ConfusionMatrix, per_image_miou, write_metrics
-from segwise.models import create_model, input_stride
+from segwise.losses import parse_loss_spec
+from segwise.models import create_model, input_stride, model_entry
 from segwise.visualize import colorize, default_palette, overlay, side_by_side, to_display_rgb
 
 DATASET_FILE = "dataset.yaml"  # optional class_names/palette/num_classes beside the splits
@@ -222,14 +224,27 @@ def build_trainer(config: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     )
 
 
+def check_names(config: Config) -> None:
+    """Fail on a misspelt model, loss or optimizer before any data is read or any directory is made."""
+    model_entry(config.model.name)
+    parse_loss_spec(config.loss.name)
+    optimizer_class(config.optimizer.name)
+
+
 def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt.
 
     `callbacks` are added to segwise's own (e.g. for custom logging or benchmarks).
     """
     config = config.model_copy(update={"data": with_dataset_defaults(config.data)})
+    check_names(config)
+    run_dir = run_directory(config)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and not config.run.resume:
+        raise CheckpointError(f"run {run_dir} already exists and run.resume is off (--no-resume); "
+                              "choose another --name, or drop --no-resume to continue it")
     prepared = prepare_data(config.data)
-    run_dir = ensure_writable_dir(run_directory(config))
+    ensure_writable_dir(run_dir)
     mean, std = dataset_stats(config.data, prepared, run_dir)
     spec = model_spec(config, prepared, mean, std)
     check_resumable(run_dir, spec)
@@ -254,8 +269,7 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     task = SegmentationTask(model, spec, config, list(prepared.vals))
     trainer = build_trainer(config, run_dir, has_val=bool(val_sets))
     trainer.callbacks.extend(callbacks)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    resume = last if config.run.resume and last.is_file() else None
+    resume = last if last.is_file() else None
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
     if not trainer.interrupted:
         trainer.save_checkpoint(last)  # the periodic saves may not fall on the final step
@@ -306,8 +320,7 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
     if report.channels != spec.in_channels:
         raise CheckpointError(f"{model_path} takes {spec.in_channels} channels but {data_dir} has {report.channels}; "
                               "evaluate on data with the bands the model was trained on")
-    out_dir = ensure_writable_dir(out_dir or Path(model_path if Path(model_path).is_dir() else
-                                                  Path(model_path).parent) / "eval")
+    out_dir = ensure_writable_dir(out_dir or resolve_model_path(model_path)[0].parent / "eval")
     matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     worst: list[tuple[float, int, str, np.ndarray]] = []
     counter = itertools.count()

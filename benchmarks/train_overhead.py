@@ -53,19 +53,9 @@ class Variant:
     channels_last: bool
 
 
-@dataclass
-class Timing:
-    seconds: float
-    steps: int
-    batch: int
-
-    @property
-    def ms_per_step(self) -> float:
-        return 1000.0 * self.seconds / self.steps
-
-    @property
-    def images_per_s(self) -> float:
-        return self.steps * self.batch / self.seconds
+def step_durations(stamps: list[float]) -> list[float]:
+    """Seconds of each whole loop iteration, from the clock readings taken at the end of consecutive steps."""
+    return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fast-row", action=argparse.BooleanOptionalAction, default=None,
                         help="also time segwise with bf16-mixed + channels_last against the bare loop "
                              "(default: on for cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
@@ -151,22 +142,18 @@ def synchronize(device: torch.device) -> None:
 
 
 class StepClock(L.Callback):
-    """Times whole training iterations from the end of step `warmup` to the end of step `warmup + steps`."""
+    """Reads the clock at the end of every step from step `warmup` on (after Lightning's other callbacks ran)."""
 
-    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
-        self.warmup, self.steps, self.device = warmup, steps, device
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device = warmup, device
         self.done = 0
-        self.start: float | None = None
-        self.stop: float | None = None
+        self.stamps: list[float] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, *args: object) -> None:
         self.done += 1
-        if self.done == self.warmup:
+        if self.done >= self.warmup:
             synchronize(self.device)
-            self.start = time.perf_counter()
-        elif self.done == self.warmup + self.steps:
-            synchronize(self.device)
-            self.stop = time.perf_counter()
+            self.stamps.append(time.perf_counter())
 
 
 @contextlib.contextmanager
@@ -180,17 +167,17 @@ def extra_callback(callback: L.Callback) -> Iterator[None]:
         semantic.build_callbacks = original
 
 
-def time_segwise(config: Config, args: argparse.Namespace, device: torch.device) -> Timing:
-    """`segwise.tasks.semantic.train(config)` in-process; only steady-state steps are on the clock."""
-    clock = StepClock(args.warmup, args.steps, device)
+def time_segwise(config: Config, args: argparse.Namespace, device: torch.device) -> list[float]:
+    """`segwise.tasks.semantic.train(config)` in-process; returns the seconds of each steady-state step."""
+    clock = StepClock(args.warmup, device)
     with extra_callback(clock):
         semantic.train(config)
-    if clock.start is None or clock.stop is None:
+    if len(clock.stamps) != args.steps + 1:
         raise RuntimeError(f"segwise ran {clock.done} steps; expected {args.warmup + args.steps}")
-    return Timing(clock.stop - clock.start, args.steps, args.batch)
+    return step_durations(clock.stamps)
 
 
-def time_bare(config: Config, args: argparse.Namespace, device: torch.device, variant: Variant) -> Timing:
+def time_bare(config: Config, args: argparse.Namespace, device: torch.device, variant: Variant) -> list[float]:
     """A plain loop: DataLoader → forward → cross_entropy(ignore_index=255) → zero_grad/backward/step."""
     torch.manual_seed(args.seed)
     data = config.data
@@ -206,7 +193,7 @@ def time_bare(config: Config, args: argparse.Namespace, device: torch.device, va
                         generator=torch.Generator().manual_seed(args.seed))
     bf16 = variant.precision == "bf16-mixed"
     total = args.warmup + args.steps
-    start = stop = None
+    stamps: list[float] = []
     for step, batch in enumerate(loader):
         images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         masks = batch["mask"].to(device, non_blocking=True)
@@ -216,16 +203,14 @@ def time_bare(config: Config, args: argparse.Namespace, device: torch.device, va
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step + 1 == args.warmup:
+        if step + 1 >= args.warmup:
             synchronize(device)
-            start = time.perf_counter()
-        elif step + 1 == total:
-            synchronize(device)
-            stop = time.perf_counter()
+            stamps.append(time.perf_counter())
+        if step + 1 == total:
             break
-    if start is None or stop is None:
+    if len(stamps) != args.steps + 1:
         raise RuntimeError(f"the data set gave fewer than {total} batches")
-    return Timing(stop - start, args.steps, args.batch)
+    return step_durations(stamps)
 
 
 def machine_lines(args: argparse.Namespace) -> list[str]:
@@ -256,13 +241,15 @@ def quiet() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = variants(args)
     print("\n".join(machine_lines(args)))
     print(f"setup: {args.model}/{args.encoder} random init, {args.classes} classes, {args.size}x{args.size} px, "
           f"batch {args.batch}, {args.workers} workers, AdamW lr {args.lr}, {args.warmup} warm-up + {args.steps} "
           f"timed steps, {args.repeats} alternating repeats", flush=True)
-    results: dict[str, list[Timing]] = {row.label: [] for row in rows}
+    results: dict[str, list[float]] = {row.label: [] for row in rows}
     with tempfile.TemporaryDirectory(prefix="segwise-bench-") as tmp:
         data_root = make_synthetic_dataset(Path(tmp) / "data", num_train=args.batch * (args.warmup + args.steps),
                                            num_val=0, num_test=0, size=args.size, num_classes=args.classes,
@@ -273,28 +260,35 @@ def main(argv: list[str] | None = None) -> int:
                 config = make_config(args, data_root, Path(tmp) / "runs", row, f"run{repeat}-{index}")
                 config = config.model_copy(update={"data": base.data})
                 if row.engine == "bare":
-                    timing = time_bare(config, args, device, row)
+                    durations = time_bare(config, args, device, row)
                 else:
-                    timing = time_segwise(config, args, device)
-                results[row.label].append(timing)
-                print(f"  repeat {repeat + 1}/{args.repeats}  {row.label:<40} {timing.images_per_s:8.1f} img/s "
-                      f"{timing.ms_per_step:8.1f} ms/step", flush=True)
-    print_table(rows, results)
+                    durations = time_segwise(config, args, device)
+                results[row.label] += durations
+                print(f"  repeat {repeat + 1}/{args.repeats}  {row.label:<40} "
+                      f"median {1000 * statistics.median(durations):8.1f} ms/step, "
+                      f"mean {1000 * statistics.mean(durations):8.1f} ms/step", flush=True)
+    print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print_table(rows, results, args.batch)
     return 0
 
 
-def print_table(rows: list[Variant], results: dict[str, list[Timing]]) -> None:
-    medians = {label: statistics.median(t.images_per_s for t in timings) for label, timings in results.items()}
-    steps = {label: statistics.median(t.ms_per_step for t in timings) for label, timings in results.items()}
-    bare = medians[rows[0].label]
+def print_table(rows: list[Variant], results: dict[str, list[float]], batch: int) -> None:
+    """Markdown table over all timed steps of all repeats; images/s from the median step time."""
+    median = {label: statistics.median(durations) for label, durations in results.items()}
+    mean = {label: statistics.mean(durations) for label, durations in results.items()}
+    bare = rows[0].label
     print()
-    print(f"| {'loop':<40} | {'images/s':>9} | {'ms/step':>8} | {'vs bare':>7} |")
-    print(f"|{'-' * 42}|{'-' * 10}:|{'-' * 9}:|{'-' * 8}:|")
+    print(f"| {'loop':<40} | {'images/s':>8} | {'ms/step (median)':>16} | {'ms/step (mean)':>14} | "
+          f"{'vs bare':>7} |")
+    print(f"|{'-' * 42}|{'-' * 9}:|{'-' * 17}:|{'-' * 15}:|{'-' * 8}:|")
     for row in rows:
-        print(f"| {row.label:<40} | {medians[row.label]:9.1f} | {steps[row.label]:8.1f} | "
-              f"{medians[row.label] / bare:7.3f} |")
-    ratio = medians[rows[1].label] / bare
-    print(f"\nratio segwise/bare (images/s, medians): {ratio:.3f}  (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+        label = row.label
+        print(f"| {label:<40} | {batch / median[label]:8.2f} | {1000 * median[label]:16.1f} | "
+              f"{1000 * mean[label]:14.1f} | {median[bare] / median[label]:7.3f} |")
+    ratio = median[bare] / median[rows[1].label]
+    print(f"\nratio segwise/bare images/s: {ratio:.3f} from median step times, "
+          f"{mean[bare] / mean[rows[1].label]:.3f} from mean step times (goal >= 0.95: "
+          f"{'met' if ratio >= 0.95 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -214,3 +214,17 @@ def test_extra_channels_and_extra_validation_sets(tmp_path: Path) -> None:
     assert len(written) == 3
     with pytest.raises(DataError, match="nir"):
         predict(run, next((root / "test" / "images").glob("*.png")), tmp_path / "pred2")
+
+
+def test_binary_masks_and_threshold(tmp_path: Path) -> None:
+    """0/255 masks with data.binary train a two-class model; eval --threshold moves the decision boundary."""
+    root = make_synthetic_dataset(tmp_path / "data", num_train=6, num_val=2, num_test=2, size=64, seed=6)
+    (root / "dataset.yaml").unlink()
+    for mask_path in root.glob("*/masks/*.png"):
+        write_png(mask_path, np.where(read_mask(mask_path) > 0, 255, 0).astype(np.uint8))
+    run = train(quick_config(root, tmp_path / "runs", "bin", "data.binary=true", "trainer.max_epochs=1"))
+    assert yaml.safe_load((run / "model.yaml").read_text())["num_classes"] == 2
+    everything = evaluate(run, root / "test", tmp_path / "all", threshold=0.0)
+    nothing = evaluate(run, root / "test", tmp_path / "none", threshold=1.01)
+    assert everything["per_class"][1]["recall"] == 1.0
+    assert nothing["per_class"][0]["recall"] == 1.0

@@ -272,7 +272,7 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     resume = last if last.is_file() else None
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
     if not trainer.interrupted:
-        trainer.save_checkpoint(last)  # the periodic saves may not fall on the final step
+        trainer.save_checkpoint(last, weights_only=False)  # the periodic saves may not fall on the final step
     return run_dir
 
 

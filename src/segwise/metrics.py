@@ -15,19 +15,19 @@ labelled ground-truth pixels. (The S2 source system counted absent classes as Io
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from segwise.errors import ConfigError
+from segwise.io_utils import atomic_write_text
 
 __all__ = [
     "ConfusionMatrix",
@@ -214,31 +214,15 @@ def _nan_to_none(value: object) -> object:
     return value
 
 
-def _write_atomic(path: Path, write: Callable[[IO[str]], object]) -> None:
-    """Write through a temporary file in the same directory, then rename, so readers never see half a file."""
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", newline="", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as tmp:
-        try:
-            write(tmp)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
-
-
 def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``metrics.json`` (NaN as null) and ``metrics.csv`` (NaN as empty) into ``out_dir``, atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / "metrics.json", out / "metrics.csv"
-    _write_atomic(json_path, lambda f: f.write(json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False) + "\n"))
-
-    def write_csv(f: IO[str]) -> None:
-        writer = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(_nan_to_none(metrics_to_rows(metrics)))
-
-    _write_atomic(csv_path, write_csv)
+    atomic_write_text(json_path, json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(_nan_to_none(metrics_to_rows(metrics)))
+    atomic_write_text(csv_path, table.getvalue())
     return json_path, csv_path

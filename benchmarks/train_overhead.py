@@ -53,16 +53,22 @@ class Variant:
     channels_last: bool
 
 
-def step_durations(stamps: list[float]) -> list[float]:
-    """Seconds of each whole loop iteration, from the clock readings taken at the end of consecutive steps."""
-    return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+Step = tuple[float, float]  # (wall-clock seconds, CPU seconds of the main process)
+
+
+def read_clock() -> Step:
+    return time.perf_counter(), time.process_time()
+
+
+def elapsed(start: Step, stop: Step) -> Step:
+    return stop[0] - start[0], stop[1] - start[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps at the start of each run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; medians reported")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop (alternating, or interleaved with --interleave)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="square image side in pixels (multiple of 32)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for both loops")
@@ -77,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fast-row", action=argparse.BooleanOptionalAction, default=None,
                         help="also time segwise with bf16-mixed + channels_last against the bare loop "
                              "(default: on for cuda)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run one bare step after every segwise step in the same process (paired timing for "
+                             "a machine shared with other work) instead of alternating whole runs")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -141,19 +150,72 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class StepClock(L.Callback):
-    """Reads the clock at the end of every step from step `warmup` on (after Lightning's other callbacks ran)."""
+class BareLoop:
+    """A plain loop: DataLoader → forward → cross_entropy(ignore_index=255) → zero_grad/backward/step."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device = warmup, device
+    def __init__(self, config: Config, args: argparse.Namespace, device: torch.device, variant: Variant) -> None:
+        torch.manual_seed(args.seed)
+        data = config.data
+        self.device, self.ignore_index = device, data.ignore_index
+        self.bf16 = variant.precision == "bf16-mixed"
+        self.memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+        model = smp.create_model(args.model, encoder_name=args.encoder, encoder_weights=None,
+                                 in_channels=3, classes=args.classes)
+        self.model = model.to(device).to(memory_format=self.memory_format).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optimizer.lr,
+                                           weight_decay=config.optimizer.weight_decay)
+        loader = DataLoader(train_dataset(config), batch_size=data.batch_size, shuffle=True,
+                            num_workers=data.num_workers, pin_memory=device.type == "cuda",
+                            persistent_workers=data.num_workers > 0, generator=torch.Generator().manual_seed(args.seed))
+        self.batches = iter(loader)
+
+    def step(self) -> None:
+        batch = next(self.batches)
+        images = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        masks = batch["mask"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(images)
+        loss = F.cross_entropy(logits.float(), masks, ignore_index=self.ignore_index)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    def close(self) -> None:
+        """Stop the loader's workers now, before the next run forks its own (they would inherit this iterator)."""
+        self.batches = iter(())
+
+
+class StepClock(L.Callback):
+    """Times every segwise step after `warmup`; with a partner, runs (and times) one bare step after each.
+
+    A reading is taken when Lightning calls this callback, the last one appended: each interval covers one
+    whole iteration. On CUDA the device is synchronised only at the first and last reading (so segwise's own
+    host syncs still cost what they cost) unless a partner loop shares the device, which needs a sync per step.
+    """
+
+    def __init__(self, warmup: int, steps: int, device: torch.device, partner: BareLoop | None = None) -> None:
+        self.warmup, self.steps, self.device, self.partner = warmup, steps, device, partner
         self.done = 0
-        self.stamps: list[float] = []
+        self.mark: Step | None = None
+        self.segwise: list[Step] = []
+        self.bare: list[Step] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, *args: object) -> None:
         self.done += 1
-        if self.done >= self.warmup:
+        if self.partner is not None or self.done in (self.warmup, self.warmup + self.steps):
             synchronize(self.device)
-            self.stamps.append(time.perf_counter())
+        now = read_clock()
+        timed = self.done > self.warmup
+        if timed:
+            self.segwise.append(elapsed(self.mark, now))
+        if self.partner is not None:
+            self.partner.step()
+            synchronize(self.device)
+            after = read_clock()
+            if timed:
+                self.bare.append(elapsed(now, after))
+            now = after
+        self.mark = now
 
 
 @contextlib.contextmanager
@@ -167,50 +229,33 @@ def extra_callback(callback: L.Callback) -> Iterator[None]:
         semantic.build_callbacks = original
 
 
-def time_segwise(config: Config, args: argparse.Namespace, device: torch.device) -> list[float]:
-    """`segwise.tasks.semantic.train(config)` in-process; returns the seconds of each steady-state step."""
-    clock = StepClock(args.warmup, device)
+def time_segwise(config: Config, args: argparse.Namespace, device: torch.device,
+                 partner: BareLoop | None = None) -> StepClock:
+    """`segwise.tasks.semantic.train(config)` in-process, with the clock (and a partner loop) as extra callback."""
+    clock = StepClock(args.warmup, args.steps, device, partner)
     with extra_callback(clock):
         semantic.train(config)
-    if len(clock.stamps) != args.steps + 1:
+    if partner is not None:
+        partner.close()
+    if len(clock.segwise) != args.steps:
         raise RuntimeError(f"segwise ran {clock.done} steps; expected {args.warmup + args.steps}")
-    return step_durations(clock.stamps)
+    return clock
 
 
-def time_bare(config: Config, args: argparse.Namespace, device: torch.device, variant: Variant) -> list[float]:
-    """A plain loop: DataLoader → forward → cross_entropy(ignore_index=255) → zero_grad/backward/step."""
-    torch.manual_seed(args.seed)
-    data = config.data
-    dataset = train_dataset(config)
-    model = smp.create_model(args.model, encoder_name=args.encoder, encoder_weights=None,
-                             in_channels=3, classes=args.classes).to(device)
-    memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
-                                  weight_decay=config.optimizer.weight_decay)
-    loader = DataLoader(dataset, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=data.num_workers > 0,
-                        generator=torch.Generator().manual_seed(args.seed))
-    bf16 = variant.precision == "bf16-mixed"
-    total = args.warmup + args.steps
-    stamps: list[float] = []
-    for step, batch in enumerate(loader):
-        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        masks = batch["mask"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), masks, ignore_index=data.ignore_index)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step + 1 >= args.warmup:
+def time_bare(loop: BareLoop, args: argparse.Namespace, device: torch.device) -> list[Step]:
+    """The bare loop on its own, read at the same points as StepClock reads segwise."""
+    durations: list[Step] = []
+    mark = None
+    for done in range(1, args.warmup + args.steps + 1):
+        loop.step()
+        if done in (args.warmup, args.warmup + args.steps):
             synchronize(device)
-            stamps.append(time.perf_counter())
-        if step + 1 == total:
-            break
-    if len(stamps) != args.steps + 1:
-        raise RuntimeError(f"the data set gave fewer than {total} batches")
-    return step_durations(stamps)
+        now = read_clock()
+        if done > args.warmup:
+            durations.append(elapsed(mark, now))
+        mark = now
+    loop.close()
+    return durations
 
 
 def machine_lines(args: argparse.Namespace) -> list[str]:
@@ -248,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(machine_lines(args)))
     print(f"setup: {args.model}/{args.encoder} random init, {args.classes} classes, {args.size}x{args.size} px, "
           f"batch {args.batch}, {args.workers} workers, AdamW lr {args.lr}, {args.warmup} warm-up + {args.steps} "
-          f"timed steps, {args.repeats} alternating repeats", flush=True)
-    results: dict[str, list[float]] = {row.label: [] for row in rows}
+          f"timed steps, {args.repeats} repeats, {'interleaved steps' if args.interleave else 'alternating runs'}",
+          flush=True)
+    results: dict[str, list[Step]] = {row.label: [] for row in rows}
     with tempfile.TemporaryDirectory(prefix="segwise-bench-") as tmp:
         data_root = make_synthetic_dataset(Path(tmp) / "data", num_train=args.batch * (args.warmup + args.steps),
                                            num_val=0, num_test=0, size=args.size, num_classes=args.classes,
@@ -257,38 +303,55 @@ def main(argv: list[str] | None = None) -> int:
         base = with_stats(make_config(args, data_root, Path(tmp) / "runs", rows[0], "stats"))
         for repeat in range(args.repeats):
             for index, row in enumerate(rows):
+                if args.interleave and row.engine == "bare":
+                    continue
                 config = make_config(args, data_root, Path(tmp) / "runs", row, f"run{repeat}-{index}")
                 config = config.model_copy(update={"data": base.data})
                 if row.engine == "bare":
-                    durations = time_bare(config, args, device, row)
+                    results[row.label] += time_bare(BareLoop(config, args, device, row), args, device)
+                elif args.interleave:
+                    clock = time_segwise(config, args, device, BareLoop(config, args, device, rows[0]))
+                    results[row.label] += clock.segwise
+                    results[rows[0].label] += clock.bare
+                    report(repeat, args.repeats, rows[0].label, clock.bare)
                 else:
-                    durations = time_segwise(config, args, device)
-                results[row.label] += durations
-                print(f"  repeat {repeat + 1}/{args.repeats}  {row.label:<40} "
-                      f"median {1000 * statistics.median(durations):8.1f} ms/step, "
-                      f"mean {1000 * statistics.mean(durations):8.1f} ms/step", flush=True)
+                    results[row.label] += time_segwise(config, args, device).segwise
+                report(repeat, args.repeats, row.label, results[row.label][-args.steps:])
     print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print_table(rows, results, args.batch)
+    print_table(rows, results, args.batch, "median" if device.type == "cpu" or args.interleave else "mean")
     return 0
 
 
-def print_table(rows: list[Variant], results: dict[str, list[float]], batch: int) -> None:
-    """Markdown table over all timed steps of all repeats; images/s from the median step time."""
-    median = {label: statistics.median(durations) for label, durations in results.items()}
-    mean = {label: statistics.mean(durations) for label, durations in results.items()}
-    bare = rows[0].label
+def report(repeat: int, repeats: int, label: str, durations: list[Step]) -> None:
+    walls = [wall for wall, _ in durations]
+    print(f"  repeat {repeat + 1}/{repeats}  {label:<40} median {1000 * statistics.median(walls):8.1f} ms/step, "
+          f"mean {1000 * statistics.mean(walls):8.1f} ms/step", flush=True)
+
+
+def print_table(rows: list[Variant], results: dict[str, list[Step]], batch: int, primary: str) -> None:
+    """Markdown table over all timed steps of all repeats; images/s and the ratio come from the `primary` statistic.
+
+    The median step is robust to other programs on the machine but needs a synchronous device (the CPU, or CUDA
+    with --interleave); otherwise the mean (total time / steps) is used. Main-process CPU time per step is a
+    cross-check that leaves out the data-loading workers.
+    """
+    wall = {label: [w for w, _ in steps] for label, steps in results.items()}
+    cpu = {label: statistics.median(c for _, c in steps) for label, steps in results.items()}
+    median = {label: statistics.median(values) for label, values in wall.items()}
+    mean = {label: statistics.mean(values) for label, values in wall.items()}
+    step = median if primary == "median" else mean
+    bare, ours = rows[0].label, rows[1].label
     print()
-    print(f"| {'loop':<40} | {'images/s':>8} | {'ms/step (median)':>16} | {'ms/step (mean)':>14} | "
-          f"{'vs bare':>7} |")
-    print(f"|{'-' * 42}|{'-' * 9}:|{'-' * 17}:|{'-' * 15}:|{'-' * 8}:|")
+    print(f"| {'loop':<40} | images/s | ms/step (median) | ms/step (mean) | CPU ms/step (median) | vs bare |")
+    print(f"|{'-' * 42}|---------:|-----------------:|---------------:|---------------------:|--------:|")
     for row in rows:
         label = row.label
-        print(f"| {label:<40} | {batch / median[label]:8.2f} | {1000 * median[label]:16.1f} | "
-              f"{1000 * mean[label]:14.1f} | {median[bare] / median[label]:7.3f} |")
-    ratio = median[bare] / median[rows[1].label]
-    print(f"\nratio segwise/bare images/s: {ratio:.3f} from median step times, "
-          f"{mean[bare] / mean[rows[1].label]:.3f} from mean step times (goal >= 0.95: "
-          f"{'met' if ratio >= 0.95 else 'NOT met'})")
+        print(f"| {label:<40} | {batch / step[label]:8.2f} | {1000 * median[label]:16.1f} | "
+              f"{1000 * mean[label]:14.1f} | {1000 * cpu[label]:20.1f} | {step[bare] / step[label]:7.3f} |")
+    ratio = step[bare] / step[ours]
+    print(f"\nratio segwise/bare images/s: {ratio:.3f} from {primary} step times (goal >= 0.95: "
+          f"{'met' if ratio >= 0.95 else 'NOT met'}); cross-checks: median {median[bare] / median[ours]:.3f}, "
+          f"mean {mean[bare] / mean[ours]:.3f}, main-process CPU time {cpu[bare] / cpu[ours]:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `segwise` command: train, eval, predict, data check/synth, models."""
+"""The `segwise` command: train, eval, predict, data check/synth, rle decode, models."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ TRAIN_FLAGS: dict[str, str] = {
 }
 DATA_FLAGS = ("classes", "num_classes", "class_list", "max_mask_val", "add_dirs")
 SAVE_KINDS = ("index", "color", "overlay", "probs")
+DEFAULT_MAX_PIXELS = 100_000_000  # PNG/JPEG inputs above this are streamed like rasters
 
 
 class _ListAction(argparse.Action):
@@ -91,6 +92,60 @@ def _train_parser(sub: Any) -> None:
     g.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
 
 
+def _add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ensemble (put these after the positional arguments)")
+    group.add_argument("--ensemble", nargs="+", type=Path, default=[], metavar="RUN",
+                       help="more runs/checkpoints combined with MODEL; they must share its classes and bands")
+    group.add_argument("--ensemble-method", choices=["mean", "weighted", "vote", "floor_mean"],
+                       help="mean of probabilities (default), weighted mean (default with weights), majority "
+                            "vote of labels (ties: lowest class), or S2's floored mean of label maps")
+    group.add_argument("--ensemble-weights", action=_ListAction, cast=float, metavar="W",
+                       help="one weight per model, MODEL first (weighted mean, or weighted votes)")
+
+
+def _add_mode_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("inference mode", "whole image (default) or sliding windows, optionally with "
+                                  "test-time augmentation; probabilities are averaged")
+    g.add_argument("--mode", choices=["whole", "slide"], default="whole",
+                   help="whole: the full image in one pass (padded to the model's stride); slide: windows")
+    g.add_argument("--window", type=_size, metavar="H[xW]",
+                   help="slide: window size, e.g. 512 or 512x768 (default 512)")
+    g.add_argument("--stride", type=_size, metavar="H[xW]", help="slide: step between windows (instead of --overlap)")
+    g.add_argument("--overlap", type=float, help="slide: overlap of neighbouring windows, a fraction in [0, 1) "
+                                                 "(default 0.25)")
+    g.add_argument("--window-batch", type=int, default=4, metavar="N",
+                   help="slide: windows per forward pass (default 4)")
+    g.add_argument("--blend", choices=["constant", "gaussian"], default="constant",
+                   help="slide: weight of each window's pixels: equal, or Gaussian (sigma = window/8) "
+                        "favouring centres")
+    g.add_argument("--scales", action=_ListAction, cast=float, metavar="S",
+                   help="test-time augmentation: image scales, e.g. 0.75 1.0 1.25")
+    g.add_argument("--flip", choices=["h", "v", "hv"], help="test-time augmentation: add horizontal/vertical mirrors")
+
+
+def _add_raster_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("large rasters", "TIFF/GeoTIFF inputs, and PNG/JPEG inputs over --max-pixels, are "
+                                  "streamed window by window (sliding windows, 1024 px unless --mode slide sets "
+                                  "them) into OUT/<name>.tif, a class raster keeping the input's CRS, transform and "
+                                  "nodata; memory is bounded by the window rows, not the image")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"stream PNG/JPEG inputs with more than N pixels too (default {DEFAULT_MAX_PIXELS})")
+    g.add_argument("--probs", choices=["uint8", "float16"],
+                   help="also write OUT/<name>_probs.tif, one band per class: uint8 (p x 255) or float16")
+    g.add_argument("--confidence", action="store_true",
+                   help="also write OUT/<name>_confidence.tif (max p x 255, uint8)")
+    g.add_argument("--color", action="store_true", help="also write OUT/<name>_color.tif (RGB, the class palette)")
+    g.add_argument("--overwrite", action="store_true", help="replace raster outputs that already exist")
+
+
+def _mode(args: argparse.Namespace):
+    """The inference mode the flags ask for (option errors come before any model or data is read)."""
+    from segwise.inference.modes import build_mode
+
+    return build_mode(args.mode, window=args.window, stride=args.stride, overlap=args.overlap,
+                      window_batch=args.window_batch, blend=args.blend, scales=args.scales, flip=args.flip)
+
+
 def _eval_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="metrics of a trained model on a labelled folder",
                        description="Per-class IoU/Dice/precision/recall and mIoU, fwIoU, accuracy; "
@@ -103,6 +158,8 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--plots", type=int, default=0, metavar="N", help="image | GT | prediction plots of the N worst")
     p.add_argument("--metrics-only", action="store_true", help="no predictions or plots, just the metrics")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    _add_mode_flags(p)
+    _add_ensemble_flags(p)
 
 
 def _predict_parser(sub: Any) -> None:
@@ -113,8 +170,25 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("-t", "--threshold", type=float, help="binary models: foreground if P(class 1) >= threshold")
     p.add_argument("--save", nargs="*", choices=SAVE_KINDS, default=["index", "color", "overlay"],
-                   help="outputs to write (default index color overlay)")
+                   help="outputs to write for ordinary images (default index color overlay)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    _add_mode_flags(p)
+    _add_raster_flags(p)
+    p.add_argument("--rle", type=Path, metavar="CSV",
+                   help="also write a name<TAB>rle submission file (TianChi/S2 format, name = input file name)")
+    p.add_argument("--rle-class", type=int, metavar="K", help="class encoded by --rle (default: every non-zero class)")
+    _add_ensemble_flags(p)
+
+
+def _rle_parser(sub: Any) -> None:
+    p = sub.add_parser("rle", help="run-length encoded masks: decode a name<TAB>rle CSV into PNGs")
+    rsub = p.add_subparsers(dest="rle_command", required=True)
+    decode = rsub.add_parser("decode", help="write one PNG mask per CSV row (TianChi/S2 column-major RLE)")
+    decode.add_argument("csv", type=Path, help="name<TAB>rle file without header")
+    decode.add_argument("--shape", type=_size, required=True, help="mask size H x W, e.g. 512x512 or 512")
+    decode.add_argument("-o", "--out", type=Path, required=True, help="output folder for <name stem>.png")
+    decode.add_argument("--value", type=int, default=255, choices=[1, 255],
+                        help="pixel value of the foreground (255, as S2's png2rle reads, or 1)")
 
 
 def _data_parser(sub: Any) -> None:
@@ -139,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _predict_parser(sub)
     _data_parser(sub)
+    _rle_parser(sub)
     sub.add_parser("models", help="list every architecture and encoder create_model accepts")
     return parser
 
@@ -178,17 +253,27 @@ def cmd_eval(args: argparse.Namespace) -> None:
     save = set() if args.metrics_only else set(args.save)
     plots = 0 if args.metrics_only else args.plots
     metrics = evaluate(args.model, args.data_dir, args.out, threshold=args.threshold, save=save, plots=plots,
-                       device=args.device)
+                       device=args.device, mode=_mode(args), ensemble=args.ensemble,
+                       ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights)
     print(format_table(metrics))
     print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from segwise.tasks.semantic import predict
+    mode = _mode(args)
+    from segwise.tasks.semantic import RasterOptions, predict
 
+    raster = RasterOptions(max_pixels=args.max_pixels, probs=args.probs, confidence=args.confidence,
+                           color=args.color, overwrite=args.overwrite)
     written = predict(args.model, args.input, args.out, threshold=args.threshold, save=set(args.save),
-                      device=args.device)
-    print(f"predicted {len(written)} image(s) into {args.out} ({', '.join(args.save)})")
+                      device=args.device, mode=mode, raster=raster, ensemble=args.ensemble,
+                      ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights, rle=args.rle,
+                      rle_class=args.rle_class)
+    streamed = sum(p.suffix == ".tif" for p in written)
+    print(f"predicted {len(written)} image(s) into {args.out} ({', '.join(args.save)}"
+          + (f"; {streamed} streamed to GeoTIFF)" if streamed else ")"))
+    if args.rle:
+        print(f"run-length encoded masks written to {args.rle}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -210,6 +295,15 @@ def cmd_data(args: argparse.Namespace) -> None:
     print(check_data(config))
 
 
+def cmd_rle(args: argparse.Namespace) -> None:
+    from segwise.inference.rle import decode_rle_csv
+
+    if len(args.shape) != 2:
+        raise SegwiseError(f"--shape takes H x W (e.g. 512x512), got {args.shape}")
+    written = decode_rle_csv(args.csv, args.shape, args.out, value=args.value)
+    print(f"decoded {len(written)} mask(s) from {args.csv} into {args.out}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from segwise.models import list_encoders, list_models, model_entry
 
@@ -223,7 +317,8 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("  " + "".join(f"{e:<30}" for e in encoders[start:start + 4]))
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
+            "rle": cmd_rle}
 
 
 def main(argv: list[str] | None = None) -> int:

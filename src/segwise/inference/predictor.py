@@ -12,6 +12,7 @@ from torch import nn
 from segwise.data.transforms import normalize
 from segwise.engine.checkpoint import ModelSpec, load_model
 from segwise.errors import DataError
+from segwise.inference.raster import RasterResult, predict_raster
 from segwise.inference.whole import InferenceMode, WholeImage
 from segwise.models import input_stride
 
@@ -76,3 +77,15 @@ class Predictor:
     def predict(self, image: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """H×W×C image → H×W class indices."""
         return self.labels(self.predict_proba(image), threshold)
+
+    def predict_raster(self, src: Path, dst: Path, *, probs: str | None = None, confidence: bool = False,
+                       color: bool = False, overwrite: bool = False, threshold: float | None = None,
+                       progress: bool | None = None) -> RasterResult:
+        """Stream a raster of any size window by window into GeoTIFF outputs (see `segwise.inference.raster`).
+
+        Uses this predictor's mode (sliding settings and TTA; `WholeImage` becomes 1024-pixel windows).
+        Fixed-size models (`spec.image_size`) see windows at the raster's own resolution, not resized.
+        """
+        return predict_raster(self.model, self.spec, src, dst, mode=self.mode, stride=self.stride,
+                              device=self.device, probs=probs, confidence=confidence, color=color,
+                              overwrite=overwrite, threshold=threshold, progress=progress)

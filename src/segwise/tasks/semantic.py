@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import heapq
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,11 @@ from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
 from segwise.engine.optim import optimizer_class
 from segwise.errors import CheckpointError, ConfigError, DataError
+from segwise.inference.ensemble import Ensemble
 from segwise.inference.predictor import Predictor
+from segwise.inference.raster import RASTER_EXTENSIONS, raster_size
+from segwise.inference.whole import InferenceMode
+from segwise.inference.rle import rle_encode, write_rle_csv
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics import ConfusionMatrix, per_image_miou, write_metrics
 from segwise.losses import parse_loss_spec
@@ -310,9 +315,15 @@ def save_prediction(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarra
 
 
 def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, threshold: float | None = None,
-             save: set[str] = frozenset(), plots: int = 0, device: str | None = None) -> dict[str, Any]:
-    """Dataset-level confusion-matrix metrics of a trained model on a folder; writes metrics.json/csv to out_dir."""
-    predictor = Predictor.from_path(model_path, device)
+             save: set[str] = frozenset(), plots: int = 0, device: str | None = None,
+             ensemble: Sequence[Path] = (), ensemble_method: str | None = None,
+             ensemble_weights: Sequence[float] | None = None, mode: InferenceMode | None = None) -> dict[str, Any]:
+    """Dataset-level confusion-matrix metrics of a trained model on a folder; writes metrics.json/csv to out_dir.
+
+    `mode`: whole image (default), sliding windows and/or TTA (`segwise.inference.build_mode`).
+    """
+    predictor = Predictor.from_path(model_path, device, mode)
+    predictor = with_ensemble(predictor, model_path, ensemble, ensemble_method, ensemble_weights)
     spec = predictor.spec
     samples = find_samples(eval_split(data_dir), spec.extra_channels)
     class_map = spec_class_map(spec)
@@ -378,18 +389,91 @@ def prediction_inputs(path: Path, extra_channels: list[str]) -> list[Sample]:
     return [Sample(p.stem, p, None, ()) for p in files]
 
 
+@dataclass
+class RasterOptions:
+    """How `predict` streams large inputs: the size limit for PNG/JPEG and the extra GeoTIFF outputs."""
+
+    max_pixels: int = 100_000_000
+    probs: str | None = None  # "uint8" or "float16"
+    confidence: bool = False
+    color: bool = False
+    overwrite: bool = False
+    progress: bool | None = None  # None: a progress bar for long jobs on a terminal
+
+
+def streams(sample: Sample, max_pixels: int) -> bool:
+    """TIFFs, and images over `max_pixels`, go through the streaming raster path (one file, no extra planes)."""
+    if sample.extras:
+        return False
+    if sample.image.suffix.lower() in RASTER_EXTENSIONS:
+        return True
+    try:
+        height, width = raster_size(sample.image)
+    except DataError:
+        return False  # let the ordinary reader report what is wrong with the file
+    return height * width > max_pixels
+
+
 def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float | None = None,
-            save: set[str] = frozenset({"index", "color", "overlay"}), device: str | None = None) -> list[Path]:
-    """Predict every input image; returns the list of index-mask files written."""
-    predictor = Predictor.from_path(model_path, device)
+            save: set[str] = frozenset({"index", "color", "overlay"}), device: str | None = None,
+            ensemble: Sequence[Path] = (), ensemble_method: str | None = None,
+            ensemble_weights: Sequence[float] | None = None, rle: Path | None = None,
+            rle_class: int | None = None, mode: InferenceMode | None = None,
+            raster: RasterOptions | None = None) -> list[Path]:
+    """Predict every input image; returns the list of index-mask files written (`<out>/<name>.tif` for rasters).
+
+    `rle`: also write a `name<TAB>rle` CSV (TianChi format) of class `rle_class`, or of every non-zero class.
+    `mode`: whole image (default), sliding windows and/or TTA. TIFF inputs and inputs over `raster.max_pixels`
+    are streamed window by window into GeoTIFFs (`Predictor.predict_raster`) unless they need extra channel
+    planes, an ensemble or RLE, which read the image whole.
+    """
+    raster = raster or RasterOptions()
+    predictor = Predictor.from_path(model_path, device, mode)
+    predictor = with_ensemble(predictor, model_path, ensemble, ensemble_method, ensemble_weights)
+    check_rle_options(rle, rle_class, predictor.spec)
     out_dir = ensure_writable_dir(out_dir)
-    written = []
+    written, rle_rows = [], []
     for sample in prediction_inputs(inputs, predictor.spec.extra_channels):
+        if isinstance(predictor, Predictor) and rle is None and streams(sample, raster.max_pixels):
+            result = predictor.predict_raster(sample.image, out_dir / f"{sample.name}.tif", probs=raster.probs,
+                                              confidence=raster.confidence, color=raster.color,
+                                              overwrite=raster.overwrite, threshold=threshold,
+                                              progress=raster.progress)
+            written.append(result.classes)
+            continue
         image = read_sample_image(sample)
         probs = predictor.predict_proba(image, str(sample.image))
-        save_prediction(out_dir, sample.name, image, predictor.labels(probs, threshold), probs, predictor.spec, save)
+        labels = predictor.labels(probs, threshold)
+        save_prediction(out_dir, sample.name, image, labels, probs, predictor.spec, save)
+        if rle is not None:
+            rle_rows.append((sample.image.name, rle_encode(labels, rle_class)))  # the file name, as in S2 CSVs
         written.append(out_dir / "index" / f"{sample.name}.png")
+    if rle is not None:
+        write_rle_csv(rle, rle_rows)
     return written
+
+
+def with_ensemble(predictor: Predictor, model_path: Path, members: Sequence[Path], method: str | None,
+                  weights: Sequence[float] | None) -> Predictor | Ensemble:
+    """The model alone, or an `Ensemble` of it and `members` (method: 'weighted' when weights are given, else
+    'mean', unless set)."""
+    if not members:
+        if method is not None or weights is not None:
+            raise ConfigError("--ensemble-method/--ensemble-weights need further models: add --ensemble RUN ...")
+        return predictor
+    method = method or ("weighted" if weights is not None else "mean")
+    return Ensemble.extend(predictor, model_path, members, weights, method)
+
+
+def check_rle_options(rle: Path | None, rle_class: int | None, spec: ModelSpec) -> None:
+    """Fail before predicting anything on an RLE class the model lacks or an RLE file that cannot be written."""
+    if rle is None:
+        if rle_class is not None:
+            raise ConfigError("--rle-class needs --rle FILE")
+        return
+    if rle_class is not None and not 0 <= rle_class < spec.num_classes:
+        raise ConfigError(f"--rle-class {rle_class} is not a class of this model (0..{spec.num_classes - 1})")
+    ensure_writable_dir(Path(rle).resolve().parent)
 
 
 def check_data(config: Config) -> str:

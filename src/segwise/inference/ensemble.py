@@ -1,0 +1,114 @@
+"""`Ensemble`: several trained models (runs or checkpoints) combined into one prediction.
+
+Each member is a `Predictor` that preprocesses the image itself, so members may differ in architecture, input
+size and normalisation; they must agree on the classes and on the input bands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segwise.errors import CheckpointError, ConfigError
+from segwise.inference.predictor import Predictor
+from segwise.inference.whole import InferenceMode
+
+METHODS = ("mean", "weighted", "vote", "floor_mean")
+
+
+def check_weights(weights: Sequence[float] | None, count: int, method: str) -> np.ndarray:
+    """Normalised member weights (equal when none are given)."""
+    if method not in METHODS:
+        raise ConfigError(f"ensemble method {method!r} is not one of {', '.join(METHODS)}")
+    if weights is None:
+        if method == "weighted":
+            raise ConfigError("ensemble method 'weighted' needs one weight per model (--ensemble-weights)")
+        return np.full(count, 1.0 / count)
+    if method == "mean":
+        raise ConfigError("weights were given for ensemble method 'mean'; use method 'weighted' for a weighted mean")
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (count,):
+        raise ConfigError(f"{weights.size} ensemble weight(s) for {count} models; give one weight per model, "
+                          "the positional model first")
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ConfigError(f"ensemble weights {weights.tolist()} must be non-negative with a positive sum")
+    return weights / weights.sum()
+
+
+class Ensemble:
+    """Combine members' outputs by `method`:
+
+    - `mean` (default): average of the members' class probabilities;
+    - `weighted`: weighted average of the probabilities (`weights`, normalised to sum 1);
+    - `vote`: majority vote of the members' argmax labels (weighted if `weights` are given); a tie goes to the
+      lowest class index. `predict_proba` returns each class's vote share;
+    - `floor_mean`: S2 vote.py's label average cast down to an integer (for two classes: foreground only where
+      every member says so), kept for compatibility. `predict_proba` returns the one-hot of that label.
+    """
+
+    def __init__(self, predictors: Sequence[Predictor], weights: Sequence[float] | None = None,
+                 method: str = "mean", names: Sequence[str] | None = None) -> None:
+        if not predictors:
+            raise ConfigError("an ensemble needs at least one model")
+        names = [str(n) for n in names] if names is not None else [f"model {i}" for i in range(len(predictors))]
+        first, first_name = predictors[0], names[0]
+        for member, name in zip(predictors[1:], names[1:]):
+            a, b = first.spec, member.spec
+            if (a.num_classes, list(a.class_names)) != (b.num_classes, list(b.class_names)):
+                raise CheckpointError(f"ensemble members disagree on classes: {first_name} has {a.num_classes} "
+                                      f"({', '.join(a.class_names)}) but {name} has {b.num_classes} "
+                                      f"({', '.join(b.class_names)}); combine models trained on the same classes")
+            if (a.in_channels, list(a.extra_channels)) != (b.in_channels, list(b.extra_channels)):
+                raise CheckpointError(f"ensemble members take different inputs: {first_name} takes {a.in_channels} "
+                                      f"channels (extra {a.extra_channels or 'none'}) but {name} takes "
+                                      f"{b.in_channels} (extra {b.extra_channels or 'none'})")
+        self.members = list(predictors)
+        self.names = names
+        self.method = method
+        self.weights = check_weights(weights, len(self.members), method)
+        self.spec = first.spec  # class names, palette and input contract shared by every member
+        self.device = first.device
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[Path], device: str | None = None, mode: InferenceMode | None = None,
+                   weights: Sequence[float] | None = None, method: str = "mean") -> Ensemble:
+        """Load every run directory / model file, all on one device with the same inference mode."""
+        return cls([Predictor.from_path(Path(p), device, mode) for p in paths], weights, method, names=paths)
+
+    @classmethod
+    def extend(cls, predictor: Predictor, name: str | Path, paths: Sequence[Path],
+               weights: Sequence[float] | None = None, method: str = "mean") -> Ensemble:
+        """`predictor` (loaded from `name`) plus the models at `paths`, run on its device with its mode."""
+        members = [predictor] + [Predictor.from_path(Path(p), predictor.device, predictor.mode) for p in paths]
+        return cls(members, weights, method, names=[name, *paths])
+
+    def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
+        """H×W×C image → K×H×W float32: (weighted) mean probabilities, vote shares, or one-hot `floor_mean`."""
+        height, width = image.shape[:2]
+        classes = self.spec.num_classes
+        if self.method in ("mean", "weighted"):
+            total = np.zeros((classes, height, width), dtype=np.float32)
+            for member, weight in zip(self.members, self.weights):
+                total += np.float32(weight) * member.predict_proba(image, source)
+            return total
+        if self.method == "vote":
+            votes = np.zeros((classes, height * width), dtype=np.float32)
+            pixels = np.arange(height * width)
+            for member, weight in zip(self.members, self.weights):
+                votes[member.predict_proba(image, source).argmax(0).ravel(), pixels] += np.float32(weight)
+            return votes.reshape(classes, height, width)
+        mean_label = np.zeros((height, width), dtype=np.float64)
+        for member, weight in zip(self.members, self.weights):
+            mean_label += weight * member.predict_proba(image, source).argmax(0)
+        label = np.floor(mean_label + 1e-6).astype(np.int64)  # the epsilon absorbs rounding in the weight sum
+        return (np.arange(classes)[:, None, None] == label[None]).astype(np.float32)
+
+    def labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Argmax of the combined output (for `vote`: ties → lowest class), or `P(class 1) >= threshold`."""
+        return self.members[0].labels(probs, threshold)
+
+    def predict(self, image: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """H×W×C image → H×W class indices."""
+        return self.labels(self.predict_proba(image), threshold)

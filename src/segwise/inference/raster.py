@@ -1,0 +1,390 @@
+"""Rasters larger than memory: read any rasterio-readable file row band by row band, slide windows over it and
+write GeoTIFF outputs (class map, colour map, per-class probabilities, confidence) as rows become final.
+
+Memory is bounded by the window band, not by the image: the input holds the rows the current window row needs,
+the accumulator (`windows.BandAccumulator`) the rows windows still touch, and each writer one block row of its
+output. CRS, transform and nodata of the source are kept; source nodata pixels are fed to the model as the mean
+(zero after normalisation) and are nodata in every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import MaskFlags
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from torch import nn
+
+from segwise.data.transforms import normalize
+from segwise.engine.checkpoint import ModelSpec
+from segwise.errors import ConfigError, DataError
+from segwise.inference.sliding import SlidingWindow
+from segwise.inference.tta import MultiScaleFlip
+from segwise.inference.whole import InferenceMode, WholeImage
+from segwise.inference.windows import blend_windows
+
+RASTER_EXTENSIONS = (".tif", ".tiff")
+PROBS_KINDS = ("uint8", "float16")
+DEFAULT_WINDOW = 1024  # used when the mode asks for the whole image, which a streamed raster never is
+BLOCK = 256  # largest output tile side; writers buffer one block row so tiles are written once, whole
+GDAL_CACHE_MB = 64  # bounds GDAL's own block cache (its default is 5 % of the machine's memory)
+PROGRESS_MIN_WINDOWS = 64
+
+
+@dataclass
+class RasterStats:
+    """What a streamed prediction used: windows run, rows held by the accumulator and the input, time taken."""
+
+    windows: int = 0
+    band_rows: int = 0  # rows allocated in the probability accumulator (≤ window height)
+    input_rows: int = 0  # most input rows held at once (≤ window height)
+    seconds: float = 0.0
+
+    @property
+    def windows_per_second(self) -> float:
+        return self.windows / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class RasterResult:
+    """Paths written (None where not asked for) and the run's statistics."""
+
+    classes: Path
+    color: Path | None = None
+    probs: Path | None = None
+    confidence: Path | None = None
+    stats: RasterStats = field(default_factory=RasterStats)
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.classes, self.color, self.probs, self.confidence) if p is not None]
+
+
+def output_paths(dst: Path, *, color: bool = False, probs: str | None = None,
+                 confidence: bool = False) -> dict[str, Path]:
+    """`dst` is the class raster; the others sit beside it as `<stem>_color.tif`, `_probs.tif`, `_confidence.tif`."""
+    dst = Path(dst)
+    paths = {"classes": dst}
+    for kind, wanted in (("color", color), ("probs", probs), ("confidence", confidence)):
+        if wanted:
+            paths[kind] = dst.with_name(f"{dst.stem}_{kind}.tif")
+    return paths
+
+
+def streaming_mode(mode: InferenceMode | None) -> SlidingWindow:
+    """The sliding mode a streamed raster runs: the mode itself, or for TTA its base with the TTA on every window.
+
+    `WholeImage` (and TTA around it) becomes windows of DEFAULT_WINDOW pixels, since the raster is never whole.
+    """
+    if isinstance(mode, SlidingWindow):
+        return mode
+    if isinstance(mode, MultiScaleFlip):
+        window_tta = dataclasses.replace(mode, base=WholeImage())
+        base = mode.base if isinstance(mode.base, SlidingWindow) else SlidingWindow(DEFAULT_WINDOW)
+        return dataclasses.replace(base, window_mode=window_tta)
+    if mode is None or isinstance(mode, WholeImage):
+        return SlidingWindow(DEFAULT_WINDOW)
+    raise ConfigError(f"{type(mode).__name__} cannot stream a raster; use WholeImage, SlidingWindow or MultiScaleFlip")
+
+
+def open_raster(path: Path):
+    """Open a raster for reading, or raise a DataError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except Exception as exc:  # rasterio raises RasterioIOError and CPLE_* errors for unreadable files
+        raise DataError(f"{path}: cannot be read as a raster ({exc}); check that it is a GeoTIFF or another "
+                        "GDAL-readable image and not truncated") from None
+
+
+def raster_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header, without reading pixels."""
+    with open_raster(path) as src:
+        return src.height, src.width
+
+
+def _working_dtype(dtype: np.dtype, path: Path) -> np.dtype:
+    """The pixel type training used for this file type (as `read_image`): uint8/uint16/float32 kept, else float32."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.uint16, np.float32):
+        return dtype
+    if np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
+        return np.dtype(np.float32)
+    raise DataError(f"{path}: unsupported pixel type {dtype}; convert the raster to uint8, uint16 or float32")
+
+
+class RowReader:
+    """Reads a raster's rows once, top to bottom, holding only the rows the current window row needs.
+
+    Also keeps the valid-pixel mask of rows read but not yet written, for the writers (`take_valid`).
+    """
+
+    def __init__(self, src, path: Path) -> None:
+        self.src, self.path = src, path
+        self.dtype = _working_dtype(src.dtypes[0], path)
+        self.top = 0
+        self.data = np.empty((src.count, 0, src.width), self.dtype)
+        flags = src.mask_flag_enums
+        self.masked = any(MaskFlags.all_valid not in band for band in flags)
+        self.valid = np.empty((0, src.width), bool)
+        self.valid_top = 0
+        self.max_rows = 0
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixels C×(stop-start)×W of rows [start, stop) (start never goes back), and their valid mask."""
+        end = self.top + self.data.shape[1]
+        if start > self.top:
+            self.data = self.data[:, start - self.top:]
+            self.top = start
+        if stop > end:
+            window = Window(0, end, self.src.width, stop - end)
+            try:
+                new = self.src.read(window=window).astype(self.dtype, copy=False)
+                new_valid = self.src.dataset_mask(window=window) > 0 if self.masked else None
+            except Exception as exc:
+                raise DataError(f"{self.path}: rows {end}..{stop} cannot be read ({exc}); the file may be "
+                                "damaged") from None
+            self.data = np.concatenate([self.data, new], axis=1)
+            if new_valid is not None:
+                self.valid = np.concatenate([self.valid, new_valid], axis=0)
+        self.max_rows = max(self.max_rows, self.data.shape[1])
+        valid = self.valid[start - self.valid_top:stop - self.valid_top] if self.masked else None
+        return self.data[:, :stop - start], valid
+
+    def take_valid(self, start: int, stop: int) -> np.ndarray | None:
+        """The valid mask of rows [start, stop) (rows are taken in order, once), or None when all pixels are valid."""
+        if not self.masked:
+            return None
+        valid = self.valid[start - self.valid_top:stop - self.valid_top]
+        self.valid = self.valid[stop - self.valid_top:]
+        self.valid_top = stop
+        return valid
+
+
+class BlockWriter:
+    """Writes rows of one output in whole block rows (so compressed tiles are written once), masking nodata."""
+
+    def __init__(self, dst, block: int, use_mask: bool) -> None:
+        self.dst, self.block, self.use_mask = dst, block, use_mask
+        self.top = 0
+        self.parts: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.pending = 0
+
+    def write(self, rows: np.ndarray, valid: np.ndarray | None) -> None:
+        self.parts.append(rows)
+        if self.use_mask:
+            self.masks.append(np.full(rows.shape[1:], 255, np.uint8) if valid is None else valid.astype(np.uint8) * 255)
+        self.pending += rows.shape[1]
+        if self.pending >= self.block:
+            self.flush(self.pending - self.pending % self.block)
+
+    def flush(self, count: int | None = None) -> None:
+        if not self.pending:
+            return
+        data = np.concatenate(self.parts, axis=1)
+        count = data.shape[1] if count is None else count
+        window = Window(0, self.top, data.shape[2], count)
+        self.dst.write(data[:, :count], window=window)
+        self.parts = [data[:, count:]] if count < data.shape[1] else []
+        if self.use_mask:
+            masks = np.concatenate(self.masks, axis=0)
+            self.dst.write_mask(masks[:count], window=window)
+            self.masks = [masks[count:]] if count < masks.shape[0] else []
+        self.top += count
+        self.pending -= count
+
+
+def _class_dtype(num_classes: int) -> tuple[str, int]:
+    """uint8 with nodata 255 for up to 255 classes, else uint16 with nodata 65535."""
+    return ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
+
+
+def _profiles(src, spec: ModelSpec, paths: dict[str, Path], probs: str | None, masked: bool,
+              window_rows: int) -> dict[str, dict]:
+    """GeoTIFF profiles: tiled (tiles no taller than the window, so a writer buffers at most ~window rows)."""
+    block = min(BLOCK, -(-window_rows // 16) * 16)
+    base = dict(driver="GTiff", width=src.width, height=src.height, crs=src.crs, transform=src.transform,
+                tiled=True, blockxsize=block, blockysize=block, compress="deflate", BIGTIFF="IF_SAFER")
+    class_dtype, class_nodata = _class_dtype(spec.num_classes)
+    profiles = {"classes": dict(base, count=1, dtype=class_dtype, nodata=class_nodata if masked else None)}
+    if "color" in paths:
+        profiles["color"] = dict(base, count=3, dtype="uint8", photometric="RGB")
+    if "probs" in paths:
+        if probs == "uint8":
+            profiles["probs"] = dict(base, count=spec.num_classes, dtype="uint8", interleave="band")
+        else:  # GDAL 3.10 has no Float16 type; NBITS=16 stores Float32 bands as IEEE half floats
+            profiles["probs"] = dict(base, count=spec.num_classes, dtype="float32", NBITS=16, interleave="band",
+                                     nodata=float("nan") if masked else None)
+    if "confidence" in paths:
+        profiles["confidence"] = dict(base, count=1, dtype="uint8", nodata=0 if masked else None)
+    return profiles
+
+
+def _outputs(probs: torch.Tensor, kinds: dict[str, dict], palette: np.ndarray, valid: np.ndarray | None,
+             threshold: float | None, probs_kind: str | None) -> dict[str, np.ndarray]:
+    """K×n×W probabilities of finished rows → the arrays (bands×n×W) each output writes."""
+    if threshold is not None:
+        labels = (probs[1] >= threshold).to(torch.int64)
+    else:
+        labels = probs.argmax(dim=0)
+    labels = labels.cpu().numpy()
+    arrays: dict[str, np.ndarray] = {}
+    class_profile = kinds["classes"]
+    classes = labels.astype(class_profile["dtype"])
+    if valid is not None:
+        classes[~valid] = class_profile["nodata"]
+    arrays["classes"] = classes[None]
+    if "color" in kinds:
+        color = palette[labels].transpose(2, 0, 1)
+        if valid is not None:
+            color[:, ~valid] = 0
+        arrays["color"] = np.ascontiguousarray(color)
+    if "confidence" in kinds:
+        confidence = (probs.max(dim=0).values * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
+        if valid is not None:
+            confidence[~valid] = 0
+        arrays["confidence"] = confidence[None]
+    if "probs" in kinds:
+        if probs_kind == "uint8":
+            quantised = (probs * 255).round_().to(torch.uint8).cpu().numpy()
+            if valid is not None:
+                quantised[:, ~valid] = 0
+        else:
+            quantised = probs.cpu().numpy()
+            if valid is not None:
+                quantised[:, ~valid] = np.nan
+        arrays["probs"] = quantised
+    return arrays
+
+
+def _normalised_window(pixels: np.ndarray, valid: np.ndarray | None, spec: ModelSpec) -> torch.Tensor:
+    """C×h×w raw pixels → C×h×w float32 normalised like training; invalid pixels become 0 (the mean)."""
+    array = normalize(np.moveaxis(pixels, 0, -1), spec.mean, spec.std)
+    if valid is not None:
+        array[~valid] = 0
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def _progress(total: int, name: str, enabled: bool | None):
+    """A rich progress bar showing windows/second, or None (auto: long jobs on a terminal)."""
+    if enabled is None:
+        enabled = total >= PROGRESS_MIN_WINDOWS and sys.stderr.isatty()
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]} windows/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+
+@torch.inference_mode()
+def predict_raster(model: nn.Module, spec: ModelSpec, src: Path, dst: Path, *, mode: InferenceMode | None = None,
+                   stride: int = 32, device: torch.device | str | None = None, probs: str | None = None,
+                   confidence: bool = False, color: bool = False, overwrite: bool = False,
+                   threshold: float | None = None, progress: bool | None = None) -> RasterResult:
+    """Stream `src` through `model` window by window and write the class raster `dst` (+ optional outputs).
+
+    `mode` gives window, stride/overlap, blending and TTA (see `streaming_mode`); `stride` is the model's input
+    stride. `probs` is None, "uint8" (p·255 rounded) or "float16"; `confidence` writes max p as uint8 (p·255).
+    Existing outputs are an error unless `overwrite`; outputs appear only when complete.
+    """
+    src, dst = Path(src), Path(dst)
+    if probs is not None and probs not in PROBS_KINDS:
+        raise ConfigError(f"probs must be one of {', '.join(PROBS_KINDS)}, got {probs!r}")
+    if threshold is not None and spec.num_classes != 2:
+        raise DataError(f"--threshold needs a two-class model; this one has {spec.num_classes} classes")
+    paths = output_paths(dst, color=color, probs=probs, confidence=confidence)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise DataError(f"output exists: {', '.join(existing)}; pass --overwrite (overwrite=True) to replace it, "
+                        "or choose another output folder")
+    sliding = streaming_mode(mode)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    palette = np.asarray(spec.palette, dtype=np.uint8)
+    stats = RasterStats()
+    temps = {kind: path.with_name(f".{path.name}.partial") for kind, path in paths.items()}
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(src) as source, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if source.count != spec.in_channels:
+            raise DataError(f"{src}: raster has {source.count} band(s) but the model takes {spec.in_channels} "
+                            f"(image bands + extra channels {spec.extra_channels or 'none'}); give a raster with "
+                            "the bands the model was trained on, in the same order")
+        reader = RowReader(source, src)
+        plan = sliding.plan(source.height, source.width)
+        wh, ww = plan.window
+        profiles = _profiles(source, spec, paths, probs, reader.masked, wh)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        datasets = {}
+        try:
+            for kind, profile in profiles.items():
+                datasets[kind] = rasterio.open(temps[kind], "w", **profile)
+            if profiles["classes"]["dtype"] == "uint8":
+                datasets["classes"].write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(palette)})
+            masked_kinds = {"color", "probs"} if probs == "uint8" else {"color"}  # no nodata value fits these
+            writers = {kind: BlockWriter(ds, profiles[kind]["blockysize"], reader.masked and kind in masked_kinds)
+                       for kind, ds in datasets.items()}
+
+            def windows():
+                for y in plan.ys:
+                    pixels, valid = reader.rows(y, y + wh)
+                    for x in plan.xs:
+                        yield y, x, _normalised_window(pixels[:, :, x:x + ww], None if valid is None else
+                                                       valid[:, x:x + ww], spec)
+
+            bar = _progress(len(plan), src.name, progress)
+            task = bar.add_task(src.name, total=len(plan), rate="-") if bar else None
+            start = time.perf_counter()
+
+            def advance(count: int) -> None:
+                stats.windows += count
+                if bar is not None:
+                    elapsed = time.perf_counter() - start
+                    bar.update(task, advance=count, rate=f"{stats.windows / max(elapsed, 1e-9):.1f}")
+
+            band_stats: dict = {}
+            if bar is not None:
+                bar.start()
+            try:
+                for top, band in blend_windows(model, plan, windows(), stride, batch_size=sliding.batch_size,
+                                               blend=sliding.blend, sigma_scale=sliding.sigma_scale,
+                                               average=sliding.average, window_mode=sliding.window_mode,
+                                               device=device, on_batch=advance, stats=band_stats):
+                    valid = reader.take_valid(top, top + band.shape[1])
+                    for kind, array in _outputs(band, profiles, palette, valid, threshold, probs).items():
+                        writers[kind].write(array, valid)
+            finally:
+                if bar is not None:
+                    bar.stop()
+            for writer in writers.values():
+                writer.flush()
+            stats.seconds = time.perf_counter() - start
+            stats.band_rows = band_stats.get("band_rows", 0)
+            stats.input_rows = reader.max_rows
+        except BaseException:
+            for ds in datasets.values():
+                ds.close()
+            for temp in temps.values():
+                temp.unlink(missing_ok=True)
+            raise
+        for ds in datasets.values():
+            ds.close()
+    for kind, path in paths.items():
+        os.replace(temps[kind], path)
+    return RasterResult(paths["classes"], paths.get("color"), paths.get("probs"), paths.get("confidence"), stats)

@@ -1,0 +1,233 @@
+"""Streaming rasters: GeoTIFF in → GeoTIFF out with georeference and nodata kept, bounded memory, clean errors,
+and the `predict`/`eval` wiring (`--mode slide`, rasters, PNGs over --max-pixels)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from segwise.cli import main
+from segwise.data.io import read_mask, write_png
+from segwise.data.transforms import normalize
+from segwise.engine.checkpoint import ModelSpec, save_model
+from segwise.errors import DataError
+from segwise.inference import MultiScaleFlip, Predictor, SlidingWindow, WholeImage, predict_raster
+from segwise.inference.raster import DEFAULT_WINDOW, streaming_mode
+from segwise.models import create_model
+from tests.test_sliding import ConvNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+
+
+def make_spec(in_channels: int = 3, **kwargs) -> ModelSpec:
+    values = dict(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [16, 8, 8, 8, 8]},
+                  in_channels=in_channels, num_classes=4, class_names=["a", "b", "c", "d"], palette=PALETTE,
+                  mean=[100.0] * in_channels, std=[60.0] * in_channels)
+    return ModelSpec(**{**values, **kwargs})
+
+
+def write_geotiff(path: Path, pixels: np.ndarray, nodata: float | None = 0) -> Path:
+    bands, height, width = pixels.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=pixels.dtype,
+                       crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=nodata,
+                       tiled=True, blockxsize=64, blockysize=64) as dst:
+        dst.write(pixels)
+    return path
+
+
+def random_pixels(bands: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    pixels = (np.random.default_rng(seed).random((bands, height, width)) * 250 + 5).astype(np.uint8)
+    pixels[:, :9, :13] = 0  # a nodata corner
+    return pixels
+
+
+def in_memory(model, spec: ModelSpec, pixels: np.ndarray, mode, valid: np.ndarray) -> torch.Tensor:
+    image = normalize(pixels.transpose(1, 2, 0), spec.mean, spec.std)
+    image[~valid] = 0
+    with torch.inference_mode():
+        return mode(model, torch.from_numpy(image.transpose(2, 0, 1).copy())[None], 1)[0]
+
+
+@pytest.fixture(scope="module")
+def net() -> ConvNet:
+    return ConvNet().eval()
+
+
+def test_geotiff_in_geotiff_out_keeps_georeference_nodata_and_matches_in_memory(net, tmp_path):
+    pixels = random_pixels(3, 150, 200)
+    src = write_geotiff(tmp_path / "scene.tif", pixels)
+    spec = make_spec()
+    mode = SlidingWindow(48, overlap=0.25, blend="gaussian", batch_size=5)
+    result = predict_raster(net, spec, src, tmp_path / "out" / "scene.tif", mode=mode, stride=1, probs="uint8",
+                            confidence=True, color=True)
+    valid = ~(pixels == 0).all(0)
+    expected = in_memory(net, spec, pixels, mode, valid)
+    labels = expected.argmax(0).numpy()
+    with rasterio.open(src) as a, rasterio.open(result.classes) as b:
+        assert (b.crs, b.transform, b.width, b.height, b.count) == (a.crs, a.transform, 200, 150, 1)
+        classes = b.read(1)
+        assert b.dtypes[0] == "uint8" and b.nodata == 255 and b.colormap(1)[1][:3] == (255, 0, 0)
+    assert np.array_equal(classes[valid], labels[valid]) and (classes[~valid] == 255).all()
+    with rasterio.open(result.probs) as probs:
+        assert probs.count == 4 and probs.crs.to_epsg() == 32633
+        quantised = probs.read()
+        assert np.abs(quantised[:, valid] / 255 - expected.numpy()[:, valid]).max() <= 0.5 / 255 + 1e-6
+        assert (probs.dataset_mask()[~valid] == 0).all() and (probs.dataset_mask()[valid] == 255).all()
+    with rasterio.open(result.confidence) as confidence:
+        conf = confidence.read(1)
+        assert confidence.nodata == 0 and (conf[~valid] == 0).all()
+        assert np.abs(conf[valid] / 255 - expected.max(0).values.numpy()[valid]).max() <= 0.5 / 255 + 1e-6
+    with rasterio.open(result.color) as color:
+        rgb = color.read()
+        assert color.count == 3 and np.array_equal(rgb[:, valid].T, np.asarray(PALETTE, np.uint8)[labels[valid]])
+    assert result.stats.windows == len(mode.plan(150, 200))
+
+
+def test_float16_probabilities_and_a_raster_without_nodata(net, tmp_path):
+    pixels = random_pixels(3, 70, 90, seed=1)
+    src = write_geotiff(tmp_path / "plain.tif", pixels, nodata=None)
+    spec = make_spec()
+    result = predict_raster(net, spec, src, tmp_path / "plain_out.tif", mode=SlidingWindow(32, stride=20),
+                            stride=1, probs="float16")
+    expected = in_memory(net, spec, pixels, SlidingWindow(32, stride=20), np.ones((70, 90), bool)).numpy()
+    with rasterio.open(result.probs) as probs, rasterio.open(result.classes) as classes:
+        assert probs.nodata is None and classes.nodata is None
+        assert np.abs(probs.read() - expected).max() < 1e-3  # half precision
+        assert np.array_equal(classes.read(1), expected.argmax(0))
+
+
+def test_memory_is_bounded_by_the_window_rows_not_the_image(net, tmp_path):
+    """Rasters whose float32 probability map is many times the budget stream with a band of window rows, and the
+    peak does not grow with the raster's height."""
+    width, classes = 480, 4
+    mode = SlidingWindow(64, stride=48, batch_size=4)
+    peaks = {}
+    for height in (800, 3200):
+        src = write_geotiff(tmp_path / f"tall{height}.tif", random_pixels(3, height, width, seed=2))
+        tracemalloc.start()
+        try:
+            result = predict_raster(net, make_spec(), src, tmp_path / f"tall{height}_out.tif", mode=mode, stride=1,
+                                    probs="uint8", confidence=True)
+            peaks[height] = tracemalloc.get_traced_memory()[1]  # numpy: input rows, windows, outputs, writers
+        finally:
+            tracemalloc.stop()
+        stats = result.stats
+        assert stats.band_rows <= 64 + 48 and stats.input_rows <= 64
+        with rasterio.open(result.classes) as out:
+            assert (out.height, out.width) == (height, width)
+            assert out.read(1, window=rasterio.windows.Window(0, height - 5, width, 5)).max() < 4  # last rows
+    full_map = classes * 3200 * width * 4  # 24.6 MB: what a full-size float32 accumulator holds (MONAI, mmseg)
+    accumulator = stats.band_rows * width * (classes + 1) * 4  # torch sums + weights (tracemalloc cannot see them)
+    assert accumulator + peaks[3200] < full_map / 4, (accumulator, peaks, full_map)
+    assert peaks[3200] < 1.5 * peaks[800], peaks
+
+
+def test_wrong_band_count_unreadable_raster_and_existing_output_are_clean_errors(net, tmp_path):
+    src = write_geotiff(tmp_path / "four.tif", random_pixels(4, 40, 40))
+    with pytest.raises(DataError, match=r"4 band\(s\) but the model takes 3"):
+        predict_raster(net, make_spec(), src, tmp_path / "o.tif", stride=1)
+    assert not list(tmp_path.glob("*o.tif*"))  # nothing half-written left behind
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00 this is not a tiff")
+    with pytest.raises(DataError, match="broken.tif"):
+        predict_raster(net, make_spec(), broken, tmp_path / "b.tif", stride=1)
+    src3 = write_geotiff(tmp_path / "three.tif", random_pixels(3, 40, 40))
+    predict_raster(net, make_spec(), src3, tmp_path / "three_out.tif", stride=1, confidence=True)
+    with pytest.raises(DataError, match="exists.*--overwrite"):
+        predict_raster(net, make_spec(), src3, tmp_path / "three_out.tif", stride=1)
+    predict_raster(net, make_spec(), src3, tmp_path / "three_out.tif", stride=1, overwrite=True)
+
+
+def test_streaming_modes_from_whole_and_tta():
+    assert streaming_mode(WholeImage()).window == DEFAULT_WINDOW
+    slide = SlidingWindow(256, overlap=0.5, blend="gaussian")
+    assert streaming_mode(slide) is slide
+    tta = streaming_mode(MultiScaleFlip(slide, scales=(1.0, 0.5), hflip=True))
+    assert tta.window == 256 and tta.blend == "gaussian" and isinstance(tta.window_mode, MultiScaleFlip)
+    assert isinstance(tta.window_mode.base, WholeImage) and tta.window_mode.hflip
+
+
+def test_tta_per_window_with_scale_one_and_no_flip_equals_plain_streaming(net, tmp_path):
+    src = write_geotiff(tmp_path / "s.tif", random_pixels(3, 60, 60, seed=3))
+    plain = predict_raster(net, make_spec(), src, tmp_path / "plain.tif", mode=SlidingWindow(32), stride=1,
+                           probs="float16")
+    tta = predict_raster(net, make_spec(), src, tmp_path / "tta.tif", mode=MultiScaleFlip(SlidingWindow(32)),
+                         stride=1, probs="float16")
+    with rasterio.open(plain.probs) as a, rasterio.open(tta.probs) as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+
+
+# ---- predict / eval wiring ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    spec = make_spec()
+    directory = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    save_model(spec.build(), spec, directory)
+    return directory
+
+
+def test_predictor_predict_raster_uses_its_mode(model_dir, tmp_path):
+    pixels = random_pixels(3, 80, 100, seed=4)
+    pixels[pixels == 0] = 1  # no nodata: the in-memory path does not mask it
+    src = write_geotiff(tmp_path / "p.tif", pixels, nodata=None)
+    mode = SlidingWindow(64, overlap=0.5, blend="gaussian")
+    predictor = Predictor.from_path(model_dir, "cpu", mode)
+    result = predictor.predict_raster(src, tmp_path / "out.tif", probs="float16")
+    expected = predictor.predict_proba(pixels.transpose(1, 2, 0).copy())  # the same mode, in memory
+    with rasterio.open(result.classes) as out, rasterio.open(result.probs) as probs:
+        assert np.array_equal(out.read(1), expected.argmax(0))
+        assert np.abs(probs.read() - expected).max() < 1e-3
+
+
+def test_cli_predict_streams_tiffs_and_large_pngs_and_slides_the_rest(model_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_geotiff(inputs / "geo.tif", random_pixels(3, 90, 120, seed=5))
+    png = random_pixels(3, 64, 80, seed=6).transpose(1, 2, 0)
+    write_png(inputs / "big.png", png)
+    write_png(inputs / "small.png", png[:40, :50])
+    out = tmp_path / "out"
+    argv = ["predict", str(model_dir), str(inputs), "-o", str(out), "--mode", "slide", "--window", "32x48",
+            "--overlap", "0.5", "--blend", "gaussian", "--window-batch", "3", "--flip", "h", "--max-pixels", "3000",
+            "--probs", "float16", "--confidence", "--color"]
+    assert main(argv) == 0
+    assert "2 streamed to GeoTIFF" in capsys.readouterr().out
+    for name in ("geo", "big"):
+        for suffix in ("", "_probs", "_confidence", "_color"):
+            assert (out / f"{name}{suffix}.tif").is_file(), (name, suffix)
+    with rasterio.open(out / "geo.tif") as geo:
+        assert geo.crs.to_epsg() == 32633 and geo.nodata == 255
+    assert read_mask(out / "index" / "small.png").shape == (40, 50)
+    assert main(argv) == 2  # the rasters exist now
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--mode", "slide", "--stride", "0"], "stride must be positive"),
+    (["--mode", "slide", "--overlap", "1"], "overlap"),
+    (["--window", "64"], "--mode slide"),
+])
+def test_cli_bad_window_options_fail_before_any_work(model_dir, tmp_path, capsys, flags, message):
+    assert main(["predict", str(model_dir), str(tmp_path / "missing"), "-o", str(tmp_path / "o"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_eval_with_sliding_windows_and_tta(model_dir, tmp_path, capsys):
+    split = tmp_path / "val"
+    rng = np.random.default_rng(7)
+    for index in range(2):
+        write_png(split / "images" / f"{index}.png", (rng.random((48, 64, 3)) * 255).astype(np.uint8))
+        write_png(split / "masks" / f"{index}.png", rng.integers(0, 4, (48, 64)).astype(np.uint8))
+    assert main(["eval", str(model_dir), str(split), "-o", str(tmp_path / "eval"), "--mode", "slide",
+                 "--window", "32", "--stride", "16", "--scales", "1.0", "0.5", "--flip", "hv"]) == 0
+    assert "miou" in (tmp_path / "eval" / "metrics.csv").read_text()

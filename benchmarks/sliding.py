@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="run only these contenders")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="rounds of all contenders, one after another; median time and largest RSS reported")
+                        help="rounds of all contenders, one after another, the order rotating each round; "
+                             "median time and largest RSS reported")
     parser.add_argument("--memory-mode", action="store_true", help="also run segwise's in-memory SlidingWindow")
     parser.add_argument("--workdir", type=Path, help="where the input and output GeoTIFFs go (default: a temp dir)")
     parser.add_argument("--run-one", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: one contender
@@ -159,8 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"input {args.size}x{args.size}x{args.bands} written in {time.perf_counter() - started:.1f}s; "
               f"running {', '.join(names)} one after another", file=sys.stderr)
         rounds: dict[str, list[dict]] = {name: [] for name in names}
-        for _ in range(args.repeats):
-            for name in names:
+        for round_ in range(args.repeats):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate: no one always last
                 result = run_contender(name, args, src, work / f"{name}.tif")
                 rounds[name].append(result)
                 print(f"  {name}: {result}", file=sys.stderr)

@@ -1,13 +1,19 @@
 """Training throughput of the segwise engine against a bare PyTorch loop on the same model, data and optimizer.
 
 Both loops train the same smp network (random init) on the same synthetic data set, read through the same
-`SegmentationDataset` with the same transform, batch size and worker count, with AdamW at the same lr. Only
-steady-state steps are timed: the first `--warmup` optimizer steps of every run are excluded, and the clock
-covers whole loop iterations (loading, host-to-device copy, forward, loss, backward, optimizer step and, for
-segwise, every Lightning hook, callback and logger). The two loops run alternately `--repeats` times each and
-the medians are reported.
+`SegmentationDataset` with the same transform, batch size and worker count, with AdamW at the same lr and weight
+decay. segwise runs as `segwise.tasks.semantic.train(config)` (Lightning Trainer, SegmentationTask, our callbacks,
+data module and TensorBoard logger, validation off); the bare loop is DataLoader → forward →
+`cross_entropy(ignore_index=255)` → zero_grad/backward/step. The first `--warmup` steps of every run are not
+timed; each timed interval is one whole loop iteration (loading, host-to-device copy, forward, loss, backward,
+optimizer step and, for segwise, every Lightning hook, callback and logger call).
 
-    python benchmarks/train_overhead.py                       # CPU default, about 3 minutes on 2 cores
+The loops run alternately, `--repeats` whole runs each; `--interleave` instead runs one bare step after every
+segwise step in the same process, which pairs the two under the same load on a machine shared with other work.
+On the CPU the ratio comes from the median step (robust to other programs); on CUDA from the mean step, since
+the device is synchronised only at the first and last reading so that host syncs cost what they cost.
+
+    python benchmarks/train_overhead.py                       # CPU default, about 3 minutes on an idle 2-core CPU
     python benchmarks/train_overhead.py --device cuda --size 512 --batch 16 --workers 8 --steps 100
 """
 
@@ -68,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps at the start of each run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop (alternating, or interleaved with --interleave)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each loop (alternating, or interleaved with --interleave)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="square image side in pixels (multiple of 32)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for both loops")

@@ -237,10 +237,9 @@ def _profiles(src, spec: ModelSpec, paths: dict[str, Path], probs: str | None, m
 def _outputs(probs: torch.Tensor, kinds: dict[str, dict], palette: np.ndarray, valid: np.ndarray | None,
              threshold: float | None, probs_kind: str | None) -> dict[str, np.ndarray]:
     """K×n×W probabilities of finished rows → the arrays (bands×n×W) each output writes."""
+    best, labels = probs.max(dim=0)  # first maximum, as argmax; max over dim 0 is ~3x faster than argmax on CPU
     if threshold is not None:
         labels = (probs[1] >= threshold).to(torch.int64)
-    else:
-        labels = probs.argmax(dim=0)
     labels = labels.cpu().numpy()
     arrays: dict[str, np.ndarray] = {}
     class_profile = kinds["classes"]
@@ -254,7 +253,7 @@ def _outputs(probs: torch.Tensor, kinds: dict[str, dict], palette: np.ndarray, v
             color[:, ~valid] = 0
         arrays["color"] = np.ascontiguousarray(color)
     if "confidence" in kinds:
-        confidence = (probs.max(dim=0).values * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
+        confidence = (best * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
         if valid is not None:
             confidence[~valid] = 0
         arrays["confidence"] = confidence[None]

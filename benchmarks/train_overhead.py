@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,23 +248,11 @@ class StepClock(L.Callback):
         self.mark = now
 
 
-@contextlib.contextmanager
-def extra_callback(callback: L.Callback) -> Iterator[None]:
-    """Append `callback` to the trainer that `semantic.train` builds, without changing segwise itself."""
-    original = semantic.build_callbacks
-    semantic.build_callbacks = lambda *a, **kw: [*original(*a, **kw), callback]
-    try:
-        yield
-    finally:
-        semantic.build_callbacks = original
-
-
 def time_segwise(config: Config, args: argparse.Namespace, device: torch.device,
                  partner: BareLoop | None = None) -> StepClock:
     """`segwise.tasks.semantic.train(config)` in-process, with the clock (and a partner loop) as extra callback."""
     clock = StepClock(args.warmup, args.steps, device, partner)
-    with extra_callback(clock):
-        semantic.train(config)
+    semantic.train(config, callbacks=[clock])
     if partner is not None:
         partner.close()
     if len(clock.segwise) != args.steps:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import heapq
 import itertools
 from collections.abc import Sequence
@@ -14,8 +13,6 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from segwise.config import Config, DataConfig, save_config
 from segwise.data.classmap import ClassMap
@@ -23,10 +20,10 @@ from segwise.data.folder import Sample, SegmentationDataset, find_samples, read_
 from segwise.data.io import IMAGE_EXTENSIONS, read_mask, write_png
 from segwise.data.transforms import build_eval_transform, build_train_transform
 from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
-from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel
 from segwise.engine.checkpoint import ModelSpec, resolve_model_path
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
+from segwise.engine.trainer import build_trainer, fit, last_checkpoint, run_directory
 from segwise.engine.optim import optimizer_class
 from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.inference.ensemble import Ensemble
@@ -146,12 +143,6 @@ def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: l
 
 
 # ---- training -----------------------------------------------------------------------------------------------
-def run_directory(config: Config) -> Path:
-    parts = [config.model.name, config.model.encoder, f"{datetime.datetime.now():%Y%m%d-%H%M%S}"]
-    name = config.run.name or "_".join(p for p in parts if p)
-    return Path(config.run.log_dir) / name
-
-
 def check_resumable(run_dir: Path, spec: ModelSpec) -> None:
     """A run may only resume on data with the same classes and channels as its model."""
     stored_file = run_dir / "model.yaml"
@@ -163,70 +154,6 @@ def check_resumable(run_dir: Path, spec: ModelSpec) -> None:
             raise CheckpointError(
                 f"run {run_dir} was trained with {key}={getattr(stored, key)!r} but the data/config now give "
                 f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
-
-
-def precision_for(config: Config) -> str:
-    if config.trainer.precision != "auto":
-        return config.trainer.precision
-    if torch.cuda.is_available() and config.trainer.accelerator not in ("cpu",):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
-
-
-def build_callbacks(config: Config, run_dir: Path, has_val: bool) -> list[L.Callback]:
-    trainer_cfg = config.trainer
-    monitor = trainer_cfg.monitor if has_val else None
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
-                        every_n_train_steps=trainer_cfg.checkpoint_every_steps),
-        ExportBestModel(run_dir, monitor, trainer_cfg.monitor_mode),
-        LearningRateMonitor(logging_interval="step"),
-    ]
-    if monitor:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
-                                         mode=trainer_cfg.monitor_mode, save_top_k=1, enable_version_counter=False))
-    if trainer_cfg.checkpoint_every_epochs:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=-1,
-                                         every_n_epochs=trainer_cfg.checkpoint_every_epochs,
-                                         auto_insert_metric_name=False))
-    if monitor and trainer_cfg.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=trainer_cfg.monitor_mode,
-                                       patience=trainer_cfg.early_stopping_patience))
-    if trainer_cfg.progress_bar:
-        callbacks.append(RichProgressBar())
-    return callbacks
-
-
-def build_trainer(config: Config, run_dir: Path, has_val: bool) -> L.Trainer:
-    t = config.trainer
-    multi = (isinstance(t.devices, int) and t.devices > 1) or t.num_nodes > 1
-    return L.Trainer(
-        default_root_dir=run_dir,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
-        callbacks=build_callbacks(config, run_dir, has_val),
-        plugins=[AtomicCheckpointIO()],
-        max_epochs=t.max_epochs if t.max_steps is None else -1,
-        max_steps=t.max_steps or -1,
-        check_val_every_n_epoch=None if t.val_every_steps else t.val_every_epochs,
-        val_check_interval=t.val_every_steps,
-        limit_val_batches=None if has_val else 0,
-        gradient_clip_val=t.grad_clip,
-        gradient_clip_algorithm=t.grad_clip_algorithm,
-        accumulate_grad_batches=t.accumulate,
-        precision=precision_for(config),
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy="ddp" if multi else "auto",
-        sync_batchnorm=t.sync_batchnorm and multi,
-        deterministic=t.deterministic,
-        log_every_n_steps=t.log_every_steps,
-        enable_progress_bar=t.progress_bar,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        enable_model_summary=False,
-    )
 
 
 def check_names(config: Config) -> None:
@@ -243,11 +170,8 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     """
     config = config.model_copy(update={"data": with_dataset_defaults(config.data)})
     check_names(config)
-    run_dir = run_directory(config)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file() and not config.run.resume:
-        raise CheckpointError(f"run {run_dir} already exists and run.resume is off (--no-resume); "
-                              "choose another --name, or drop --no-resume to continue it")
+    run_dir = run_directory(config.run, config.model.name, config.model.encoder)
+    resume_from = last_checkpoint(run_dir, config.run)
     prepared = prepare_data(config.data)
     ensure_writable_dir(run_dir)
     mean, std = dataset_stats(config.data, prepared, run_dir)
@@ -272,12 +196,8 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     datamodule = SegmentationDataModule(train_set, val_sets, data.batch_size, data.val_batch_size or data.batch_size,
                                         data.num_workers, config.trainer.seed, data.ignore_index, input_stride(model))
     task = SegmentationTask(model, spec, config, list(prepared.vals))
-    trainer = build_trainer(config, run_dir, has_val=bool(val_sets))
-    trainer.callbacks.extend(callbacks)
-    resume = last if last.is_file() else None
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
-    if not trainer.interrupted:
-        trainer.save_checkpoint(last, weights_only=False)  # the periodic saves may not fall on the final step
+    trainer = build_trainer(config.trainer, run_dir, has_val=bool(val_sets), callbacks=callbacks)
+    fit(trainer, task, datamodule, run_dir, resume_from)
     return run_dir
 
 

@@ -1,0 +1,16 @@
+"""Losses by name (``build_loss("ce + 0.5*dice")``); each task's losses live in a module of their own here."""
+
+from segwise.losses.registry import LOSSES, WeightedLoss, build_loss, parse_loss_spec, register_loss
+from segwise.losses.pixel import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropyLoss
+
+__all__ = [
+    "LOSSES",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "LovaszSoftmaxLoss",
+    "OhemCrossEntropyLoss",
+    "WeightedLoss",
+    "build_loss",
+    "parse_loss_spec",
+    "register_loss",
+]

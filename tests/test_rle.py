@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from segwise.cli import main
-from segwise.data.io import read_mask
+from segwise.data.io import read_mask, write_png
 from segwise.errors import DataError
 from segwise.inference.rle import (
     coco_counts_to_string, coco_rle_decode, coco_rle_encode, coco_string_to_counts, decode_rle_csv, read_rle_csv,
@@ -232,3 +232,20 @@ def test_cli_rle_decode(tmp_path: Path, capsys):
     assert read_mask(tmp_path / "out" / "b.png").sum() == 0
     assert main(["rle", "decode", str(csv), "--shape", "2x2", "-o", str(tmp_path / "out2")]) == 2
     assert "line 1 (a.jpg)" in capsys.readouterr().err
+
+
+def test_cli_rle_encode_round_trips_through_decode(tmp_path: Path, capsys):
+    rng = np.random.default_rng(2)
+    masks = {"a.png": rng.integers(0, 3, (17, 9)).astype(np.uint8), "b.png": np.zeros((17, 9), np.uint8)}
+    (tmp_path / "masks").mkdir()
+    for name, mask in masks.items():
+        write_png(tmp_path / "masks" / name, mask)
+    csv = tmp_path / "sub.csv"
+    assert main(["rle", "encode", str(tmp_path / "masks"), "-o", str(csv), "--class", "2"]) == 0
+    assert str(csv) in capsys.readouterr().out
+    assert main(["rle", "decode", str(csv), "--shape", "17x9", "-o", str(tmp_path / "back"), "--value", "1"]) == 0
+    for name, mask in masks.items():
+        np.testing.assert_array_equal(read_mask(tmp_path / "back" / name), (mask == 2).astype(np.uint8))
+    write_png(tmp_path / "rgb.png", np.dstack([masks["a.png"] * 60, masks["a.png"], masks["a.png"] * 9]))
+    assert main(["rle", "encode", str(tmp_path / "rgb.png"), "-o", str(tmp_path / "x.csv")]) == 2
+    assert "rgb.png: an RGB colour mask" in capsys.readouterr().err

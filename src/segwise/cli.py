@@ -22,7 +22,6 @@ TRAIN_FLAGS: dict[str, str] = {
 }
 DATA_FLAGS = ("classes", "num_classes", "class_list", "max_mask_val", "add_dirs")
 SAVE_KINDS = ("index", "color", "overlay", "probs")
-DEFAULT_MAX_PIXELS = 100_000_000  # PNG/JPEG inputs above this are streamed like rasters
 
 
 class _ListAction(argparse.Action):
@@ -128,8 +127,8 @@ def _add_raster_flags(parser: argparse.ArgumentParser) -> None:
                                   "streamed window by window (sliding windows, 1024 px unless --mode slide sets "
                                   "them) into OUT/<name>.tif, a class raster keeping the input's CRS, transform and "
                                   "nodata; memory is bounded by the window rows, not the image")
-    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"stream PNG/JPEG inputs with more than N pixels too (default {DEFAULT_MAX_PIXELS})")
+    g.add_argument("--max-pixels", type=int, metavar="N",
+                   help="stream PNG/JPEG inputs with more than N pixels too (default: 100 million)")
     g.add_argument("--probs", choices=["uint8", "float16"],
                    help="also write OUT/<name>_probs.tif, one band per class: uint8 (p x 255) or float16")
     g.add_argument("--confidence", action="store_true",
@@ -181,8 +180,13 @@ def _predict_parser(sub: Any) -> None:
 
 
 def _rle_parser(sub: Any) -> None:
-    p = sub.add_parser("rle", help="run-length encoded masks: decode a name<TAB>rle CSV into PNGs")
+    p = sub.add_parser("rle", help="run-length encoded masks: encode PNG masks into a name<TAB>rle CSV, decode back")
     rsub = p.add_subparsers(dest="rle_command", required=True)
+    encode = rsub.add_parser("encode", help="write a name<TAB>rle CSV (TianChi/S2 column-major RLE) of index masks")
+    encode.add_argument("masks", type=Path, help="mask file or folder of masks (PNG/TIF)")
+    encode.add_argument("-o", "--out", type=Path, required=True, help="CSV file to write")
+    encode.add_argument("--class", dest="rle_class", type=int, metavar="K",
+                        help="class to encode (default: every non-zero value is foreground)")
     decode = rsub.add_parser("decode", help="write one PNG mask per CSV row (TianChi/S2 column-major RLE)")
     decode.add_argument("csv", type=Path, help="name<TAB>rle file without header")
     decode.add_argument("--shape", type=_size, required=True, help="mask size H x W, e.g. 512x512 or 512")
@@ -263,8 +267,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     mode = _mode(args)
     from segwise.tasks.semantic import RasterOptions, predict
 
-    raster = RasterOptions(max_pixels=args.max_pixels, probs=args.probs, confidence=args.confidence,
-                           color=args.color, overwrite=args.overwrite)
+    raster = RasterOptions(probs=args.probs, confidence=args.confidence, color=args.color, overwrite=args.overwrite)
+    if args.max_pixels is not None:
+        raster.max_pixels = args.max_pixels
     written = predict(args.model, args.input, args.out, threshold=args.threshold, save=set(args.save),
                       device=args.device, mode=mode, raster=raster, ensemble=args.ensemble,
                       ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights, rle=args.rle,
@@ -296,8 +301,11 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_rle(args: argparse.Namespace) -> None:
-    from segwise.inference.rle import decode_rle_csv
+    from segwise.inference.rle import decode_rle_csv, encode_rle_csv
 
+    if args.rle_command == "encode":
+        print(f"run-length encoded masks written to {encode_rle_csv(args.masks, args.out, args.rle_class)}")
+        return
     if len(args.shape) != 2:
         raise SegwiseError(f"--shape takes H x W (e.g. 512x512), got {args.shape}")
     written = decode_rle_csv(args.csv, args.shape, args.out, value=args.value)

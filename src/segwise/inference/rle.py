@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from segwise.data.io import write_png
+from segwise.data.io import is_image_file, read_mask, write_png
 from segwise.errors import DataError
 from segwise.io_utils import atomic_write_text
 
@@ -273,3 +273,20 @@ def decode_rle_csv(path: Path, shape: Sequence[int], out_dir: Path, value: int =
         targets[file_name] = name
         written.append(write_png(Path(out_dir) / file_name, rle_decode(rle, shape, value)))
     return written
+
+
+def encode_rle_csv(masks: Path, out_csv: Path, foreground: int | None = None) -> Path:
+    """Write a `name<TAB>rle` file for a mask file or every mask in a folder (name = the mask's file name)."""
+    masks = Path(masks)
+    files = sorted(p for p in masks.iterdir() if is_image_file(p)) if masks.is_dir() else [masks]
+    if not files:
+        raise DataError(f"{masks} holds no mask files (PNG/TIF); give a mask file or a folder of masks")
+    return write_rle_csv(out_csv, ((path.name, rle_encode(_index_mask(path), foreground)) for path in files))
+
+
+def _index_mask(path: Path) -> np.ndarray:
+    mask = read_mask(path)
+    if mask.ndim != 2:
+        raise DataError(f"{path}: an RGB colour mask; RLE encodes index masks (one value per pixel), so save the "
+                        "mask as a single-channel PNG (e.g. `segwise predict --save index`)")
+    return mask

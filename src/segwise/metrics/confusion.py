@@ -29,16 +29,6 @@ from torch import Tensor
 from segwise.errors import ConfigError
 from segwise.io_utils import atomic_write_text
 
-__all__ = [
-    "ConfusionMatrix",
-    "compute_metrics",
-    "confusion_matrix",
-    "format_table",
-    "metrics_to_rows",
-    "per_image_iou",
-    "write_metrics",
-]
-
 _PER_CLASS_KEYS = ("iou", "dice", "precision", "recall", "pixel_share")
 _SUMMARY_LABELS = {
     "pixel_accuracy": "Pixel accuracy (labelled pixels)",

@@ -19,6 +19,7 @@ and MONAI are compared pixel by pixel when the image has at most 8192² pixels.
     python benchmarks/sliding.py                                   # 2048² 3-band, 16 classes: minutes on 2 CPUs
     python benchmarks/sliding.py --size 8192                       # the issue's CPU comparison
     python benchmarks/sliding.py --size 30000 --only segwise       # the 30 000² GeoTIFF within 4 GB of RSS
+    python benchmarks/sliding.py --size 30000 --only segwise --model conv1x1   # the engine alone, CPU-friendly
     python benchmarks/sliding.py --size 8192 --device cuda --batch 16
 """
 
@@ -48,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=2048, help="square image side in pixels")
     parser.add_argument("--bands", type=int, default=3)
     parser.add_argument("--classes", type=int, default=16)
-    parser.add_argument("--model", default="unet", help="smp architecture name")
+    parser.add_argument("--model", default="unet",
+                        help="smp architecture name, or conv1x1: a 1×1 convolution standing in for the network, "
+                             "so that what is measured is the inference engine itself (reading, blending, writing)")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--overlap", type=float, default=0.25)
@@ -177,7 +180,8 @@ def report(args: argparse.Namespace, results: list[dict], check: float | None) -
     lines = [f"machine: {machine()}",
              f"date: {datetime.date.today()}",
              f"command: python benchmarks/sliding.py {shlex.join(sys.argv[1:])}",
-             f"image {args.size}x{args.size}x{args.bands} uint8 GeoTIFF, {args.model}-{args.encoder}, "
+             f"image {args.size}x{args.size}x{args.bands} uint8 GeoTIFF, "
+             f"{args.model if args.model == 'conv1x1' else f'{args.model}-{args.encoder}'}, "
              f"{args.classes} classes, window {args.window}, overlap {args.overlap}, {args.blend}, batch "
              f"{args.batch}, device {args.device}, {args.threads} threads, {args.repeats} round(s) (median time, largest "
              "RSS)", "",
@@ -225,8 +229,11 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = smp.create_model(args.model, encoder_name=args.encoder, encoder_weights=None, in_channels=args.bands,
-                             classes=args.classes).to(device).eval()
+    if args.model == "conv1x1":
+        model = torch.nn.Conv2d(args.bands, args.classes, 1).to(device).eval()
+    else:
+        model = smp.create_model(args.model, encoder_name=args.encoder, encoder_weights=None,
+                                 in_channels=args.bands, classes=args.classes).to(device).eval()
     mean, std = [127.0] * args.bands, [64.0] * args.bands
     from segwise.engine.checkpoint import ModelSpec
     from segwise.inference import SlidingWindow, plan_windows, predict_raster

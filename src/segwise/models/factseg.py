@@ -186,3 +186,35 @@ def load_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise CheckpointError(f"{path} holds no state_dict of tensors")
     return convert_official_state_dict(raw)
+
+
+def convert_official_checkpoint(src: str | Path, out_dir: str | Path, class_names: list[str] | None = None) -> Path:
+    """Official FactSeg `.pth` → `out_dir/model.safetensors` + `model.yaml`, ready for `segwise eval/predict`.
+
+    16-class checkpoints get iSAID's class names and palette; all get FactSeg's mean/std (raw 0–255 units).
+    """
+    # Imported here: engine.checkpoint imports the model registry, which imports this module.
+    from segwise.data import isaid
+    from segwise.engine.checkpoint import ModelSpec, save_model
+    from segwise.visualize import default_palette
+
+    state = load_official_checkpoint(src)
+    num_classes, in_channels = state["sr_head.weight"].shape[0], state["encoder.conv1.weight"].shape[1]
+    is_isaid = num_classes == len(isaid.CLASS_NAMES)
+    names = list(class_names or (isaid.CLASS_NAMES if is_isaid else [f"class_{i}" for i in range(num_classes)]))
+    if len(names) != num_classes:
+        raise CheckpointError(f"{src} has {num_classes} classes but {len(names)} class names were given")
+    palette = [list(c) for c in isaid.PALETTE] if is_isaid else default_palette(num_classes).tolist()
+    spec = ModelSpec(name="factseg", encoder=official_encoder_name(state), args={}, in_channels=int(in_channels),
+                     num_classes=int(num_classes), class_names=names, palette=palette,
+                     ignore_index=isaid.IGNORE_INDEX, mean=list(isaid.MEAN) if in_channels == 3 else None,
+                     std=list(isaid.STD) if in_channels == 3 else None)
+    model = spec.build()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{src} does not fit FactSeg/{spec.encoder}: {str(exc)[:400]}") from None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, spec, out_dir)
+    return out_dir

@@ -166,7 +166,7 @@ def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def official_encoder_name(state: dict[str, Tensor]) -> str:
     """The ResNet the official checkpoint was trained with, from its block counts (resnet50 for FactSeg)."""
-    blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"encoder.layer{i}.")}) for i in range(1, 5))
+    blocks = tuple(len({k.split(".")[2] for k in state if k.startswith(f"encoder.layer{i}.")}) for i in range(1, 5))
     if blocks not in _RESNET_DEPTH:
         raise CheckpointError(f"checkpoint encoder has {blocks} blocks per stage, which is no torchvision ResNet")
     return _RESNET_DEPTH[blocks]

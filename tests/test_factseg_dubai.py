@@ -1,4 +1,4 @@
-"""Real aerial data end to end: Dubai colour masks → tiles → brief FactSeg training → sliding evaluation → prediction.
+"""Real aerial data end to end: Dubai colour masks → tiles → brief FactSeg training → slide eval → prediction.
 
 Skipped without ../shared/datasets/dubai_aerial. Split by tile (SOURCE.md): train on tiles 1 and 3, validate on 2.
 """

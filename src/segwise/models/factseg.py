@@ -1,10 +1,10 @@
-"""FactSeg (Ma, Wang et al., TGRS 2021): small-object segmentation with foreground activation (FA) and semantic
+"""FactSeg (Ma et al., IEEE TGRS): small-object segmentation with foreground activation (FA) and semantic
 refinement (SR) branches fused by collaborative probability (CP), and a converter for official checkpoints.
 
 Output convention: `FactSeg.forward` returns log q, the log of the CP-fused class probabilities
-q0 ∝ (1 − b)·s0, qc ∝ b·sc (b = σ(FA logit), s = softmax(SR logits)), in training and in evaluation. Since q sums
-to 1, softmax(log q) = q: the engine's softmax, sliding-window/TTA probability averaging and argmax see exactly
-FactSeg's probabilities, `ce` on it is the official joint CP loss and `som`/`ohem` its mined variants
+q0 ∝ (1 − b)·s0, qc ∝ b·sc (b = σ(FA logit), s = softmax(SR logits)), in training and in evaluation. Since q
+sums to 1, softmax(log q) = q: the engine's softmax, sliding-window/TTA probability averaging and argmax see
+exactly FactSeg's probabilities, `ce` on it is the official joint CP loss and `som`/`ohem` its mined variants
 (`segwise.losses.factseg`). `FactSeg.branches` gives the raw SR and FA logits.
 """
 

@@ -354,7 +354,7 @@ def cmd_tile(args: argparse.Namespace) -> None:
         from segwise.tasks.semantic import build_class_map
 
         config = load_config(args.config, args.overrides, {**_flags(args, DATA_FLAGS), "data.root": str(args.src)})
-        samples = find_samples(args.src, config.data.extra_channels)
+        samples = find_samples(args.src)
         class_map = build_class_map(config.data, samples)
         decode, ignore, classes = class_map_decoder(class_map), class_map.ignore_index, class_map.num_classes
     count = tile_samples(samples, args.out, decode, None if args.whole else args.size, args.stride, ignore, classes,

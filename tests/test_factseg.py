@@ -120,7 +120,13 @@ def test_output_is_log_of_a_probability_distribution_at_odd_sizes():
     torch.testing.assert_close(q, joint / joint.sum(1, keepdim=True))
 
 
-def test_model_arguments_are_checked():
+def test_model_arguments_are_checked_and_local_encoder_weights_load(tmp_path: Path):
+    torch.manual_seed(3)
+    donor = create_model("factseg", classes=3, encoder="resnet18", **SMALL)
+    torch.save(donor.encoder.state_dict(), tmp_path / "resnet18.pth")
+    model = create_model("factseg", classes=3, encoder="resnet18", encoder_weights=str(tmp_path / "resnet18.pth"),
+                         **SMALL)
+    torch.testing.assert_close(model.encoder.conv1.weight, donor.encoder.conv1.weight)
     with pytest.raises(ModelError, match="classes >= 2"):
         create_model("factseg", classes=1, encoder="resnet18")
     with pytest.raises(ModelError, match="nope"):
@@ -182,13 +188,15 @@ def test_converter_loads_wrapped_ddp_checkpoints_and_refuses_others(tmp_path: Pa
         torch.testing.assert_close(model(x), ours(x))
     assert "converted" in capsys.readouterr().out
 
-    assert load_official_checkpoint(path).keys() == ours.state_dict().keys()
+    torch.save({"model": {"fgfpn.fpn_inner1.bias": torch.zeros(1)}}, tmp_path / "partial.pth")
+    assert main(["convert", "factseg", str(tmp_path / "partial.pth"), str(tmp_path / "partial")]) == 2
+    assert "lacks the FactSeg keys" in capsys.readouterr().err
     torch.save({"model": {"head.weight": torch.zeros(1)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not FactSeg keys"):
         load_official_checkpoint(tmp_path / "other.pth")
-    torch.save({"model": official, "config": ModelError("pickled object")}, tmp_path / "pickled.pth")
+    torch.save({"model": {"bi_cls.bias": torch.zeros(1)}, "config": ModelError("an object")}, tmp_path / "obj.pth")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        load_official_checkpoint(tmp_path / "pickled.pth")  # weights_only refuses arbitrary objects
+        load_official_checkpoint(tmp_path / "obj.pth")  # weights_only refuses arbitrary objects
     assert main(["convert", "factseg", str(tmp_path / "missing.pth"), str(tmp_path / "x")]) == 2
 
 

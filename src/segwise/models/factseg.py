@@ -199,6 +199,9 @@ def convert_official_checkpoint(src: str | Path, out_dir: str | Path, class_name
     from segwise.visualize import default_palette
 
     state = load_official_checkpoint(src)
+    missing = [k for k in ("sr_head.weight", "encoder.conv1.weight") if k not in state]
+    if missing:
+        raise CheckpointError(f"{src} lacks the FactSeg keys {missing} (official fg_cls / resencoder.resnet.conv1)")
     num_classes, in_channels = state["sr_head.weight"].shape[0], state["encoder.conv1.weight"].shape[1]
     is_isaid = num_classes == len(isaid.CLASS_NAMES)
     names = list(class_names or (isaid.CLASS_NAMES if is_isaid else [f"class_{i}" for i in range(num_classes)]))

@@ -328,7 +328,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def _tile_parser(dsub: Any) -> None:
     tile = dsub.add_parser("tile", help="cut a split of large images into fixed windows (index masks, pad 255)",
                            description="Windows of --size pixels every --stride pixels, the last row/column moved "
-                                       "back to end on the border; tiles smaller images are padded (image 0, mask "
+                                       "back to end on the border; smaller images are padded (image 0, mask "
                                        "ignore). Masks are written as class-index PNGs.")
     tile.add_argument("src", type=Path, help="split folder with images/ and masks/")
     tile.add_argument("out", type=Path, help="output split folder (gets images/ and masks/)")

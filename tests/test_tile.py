@@ -16,7 +16,7 @@ from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, find_samples
 from segwise.data.io import read_image, read_mask, write_png
 from segwise.data.synthetic import make_synthetic_dataset
-from segwise.data.tile import class_map_decoder, isaid_decoder, tile_samples, tile_windows
+from segwise.data.tile import class_map_decoder, tile_samples, tile_windows
 from segwise.engine.checkpoint import load_model
 from segwise.errors import ConfigError, DataError
 from segwise.tasks.semantic import train

@@ -157,6 +157,8 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--plots", type=int, default=0, metavar="N", help="image | GT | prediction plots of the N worst")
     p.add_argument("--metrics-only", action="store_true", help="no predictions or plots, just the metrics")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    p.add_argument("--background-index", type=int, metavar="K",
+                   help="also report the mIoU without class K (e.g. 0: iSAID's foreground-only mean)")
     _add_mode_flags(p)
     _add_ensemble_flags(p)
 
@@ -208,6 +210,7 @@ def _data_parser(sub: Any) -> None:
     synth.add_argument("--test", type=int, default=8, help="number of test images")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
+    _tile_parser(dsub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_parser(sub)
     _rle_parser(sub)
     sub.add_parser("models", help="list every architecture and encoder create_model accepts")
+    _convert_parser(sub)
     return parser
 
 
@@ -258,7 +262,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     plots = 0 if args.metrics_only else args.plots
     metrics = evaluate(args.model, args.data_dir, args.out, threshold=args.threshold, save=save, plots=plots,
                        device=args.device, mode=_mode(args), ensemble=args.ensemble,
-                       ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights)
+                       ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights,
+                       background_index=args.background_index)
     print(format_table(metrics))
     print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
 
@@ -282,6 +287,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    if args.data_command == "tile":
+        return cmd_tile(args)
     if args.data_command == "synth":
         from segwise.data.synthetic import make_synthetic_dataset
 
@@ -325,8 +332,62 @@ def cmd_models(args: argparse.Namespace) -> None:
         print("  " + "".join(f"{e:<30}" for e in encoders[start:start + 4]))
 
 
+# ---- FactSeg / large-image data (issue 4): `data tile` and `convert factseg` ----------------------------------
+def _tile_parser(dsub: Any) -> None:
+    tile = dsub.add_parser("tile", help="cut a split of large images into fixed windows (index masks, pad 255)",
+                           description="Windows of --size pixels every --stride pixels, the last row/column moved "
+                                       "back to end on the border; smaller images are padded (image 0, mask "
+                                       "ignore). Masks are written as class-index PNGs.")
+    tile.add_argument("src", type=Path, help="split folder with images/ and masks/")
+    tile.add_argument("out", type=Path, help="output split folder (gets images/ and masks/)")
+    tile.add_argument("--size", type=int, default=896, help="window side in pixels (default 896, FactSeg)")
+    tile.add_argument("--stride", type=int, default=512, help="step between windows (default 512)")
+    tile.add_argument("--whole", action="store_true", help="no tiling: convert the masks of whole images only")
+    tile.add_argument("--prefix", default="", help="prepended to every output name (to merge several sources)")
+    tile.add_argument("--format", choices=["folder", "isaid"], default="folder",
+                      help="folder: masks mapped by the class options; isaid: X_instance_color_RGB.png colour "
+                           "masks (unmatched colours = background) or 0-15/255 index masks")
+    _add_data_flags(tile)
+
+
+def cmd_tile(args: argparse.Namespace) -> None:
+    from segwise.data.folder import find_samples
+    from segwise.data.isaid import find_isaid_samples
+    from segwise.data.tile import class_map_decoder, isaid_decoder, tile_samples
+
+    if args.format == "isaid":
+        samples, decode, ignore, classes = find_isaid_samples(args.src), isaid_decoder, 255, 16
+    else:
+        from segwise.config import load_config
+        from segwise.tasks.semantic import build_class_map
+
+        config = load_config(args.config, args.overrides, {**_flags(args, DATA_FLAGS), "data.root": str(args.src)})
+        samples = find_samples(args.src)
+        class_map = build_class_map(config.data, samples)
+        decode, ignore, classes = class_map_decoder(class_map), class_map.ignore_index, class_map.num_classes
+    count = tile_samples(samples, args.out, decode, None if args.whole else args.size, args.stride, ignore, classes,
+                         args.prefix)
+    print(f"wrote {count} tile(s) from {len(samples)} image(s) into {args.out}/images and {args.out}/masks")
+
+
+def _convert_parser(sub: Any) -> None:
+    p = sub.add_parser("convert", help="import official checkpoints of other code bases as segwise models")
+    csub = p.add_subparsers(dest="convert_command", required=True)
+    fs = csub.add_parser("factseg", help="official FactSeg .pth (Junjue-Wang/FactSeg) → model.safetensors/model.yaml")
+    fs.add_argument("checkpoint", type=Path, help="official FactSeg checkpoint (.pth), read with weights_only")
+    fs.add_argument("out", type=Path, help="output folder, usable as MODEL by eval/predict")
+    fs.add_argument("--classes", action=_ListAction, help="class names (default: iSAID's 16 for 16 classes)")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from segwise.models.factseg import convert_official_checkpoint
+
+    out = convert_official_checkpoint(args.checkpoint, args.out, args.classes)
+    print(f"converted {args.checkpoint} into {out}/model.safetensors and model.yaml")
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
-            "rle": cmd_rle}
+            "rle": cmd_rle, "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,7 @@ class LossConfig(_Strict):
     focal_gamma: float = Field(2.0, ge=0)
     ohem_thresh: float = Field(0.7, gt=0, le=1)
     ohem_min_kept: int = Field(100_000, ge=1)
+    som_ratio: float = Field(0.1, gt=0, le=1, description="share of pixels kept by small-object mining (som)")
 
 
 class OptimizerConfig(_Strict):

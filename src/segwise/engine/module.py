@@ -65,10 +65,9 @@ class SegmentationTask(L.LightningModule):
         self.model = tolerate_batch_of_one(model)
         self.spec, self.config, self.val_names = spec, config, val_names
         loss = config.loss
+        # Every loss option goes to every term's factory, so a new LossConfig field needs no change here.
         self.loss = build_loss(loss.name, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
-                               class_weights=loss.class_weights, label_smoothing=loss.label_smoothing,
-                               focal_gamma=loss.focal_gamma, ohem_thresh=loss.ohem_thresh,
-                               ohem_min_kept=loss.ohem_min_kept)
+                               **loss.model_dump(exclude={"name"}))
         self.channels_last = config.trainer.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

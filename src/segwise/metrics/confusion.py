@@ -36,6 +36,7 @@ _SUMMARY_LABELS = {
     "miou": "mIoU (mean over classes present)",
     "fwiou": "fwIoU (IoU weighted by GT pixel share)",
     "mdice": "mDice (mean over classes present)",
+    "miou_foreground": "mIoU without the background class",
 }
 _CSV_FIELDS = ("kind", "name", *_PER_CLASS_KEYS, "support", "value")
 
@@ -95,8 +96,12 @@ def per_image_miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index:
     return per_image_iou(pred, target, num_classes, ignore_index).nanmean(dim=1).nan_to_num(1.0)
 
 
-def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None = None) -> dict:
-    """Per-class IoU/Dice/precision/recall and summary metrics from a K×K confusion matrix (plain Python values)."""
+def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None = None,
+                    background_index: int | None = None) -> dict:
+    """Per-class IoU/Dice/precision/recall and summary metrics from a K×K confusion matrix (plain Python values).
+
+    With `background_index`, also `miou_foreground`: the mIoU without that class (iSAID/FactSeg report both).
+    """
     cm = (cm.detach().cpu() if isinstance(cm, Tensor) else torch.from_numpy(np.asarray(cm))).double()
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"confusion matrix must be square K×K, got shape {tuple(cm.shape)}")
@@ -122,7 +127,7 @@ def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None =
         }
         for c, name in enumerate(names)
     ]
-    return {
+    metrics = {
         "per_class": per_class,
         "pixel_accuracy": _nan_ratio(scores["tp"].sum(), total).item(),
         "mean_accuracy": scores["recall"].nanmean().item(),
@@ -131,6 +136,13 @@ def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None =
         "mdice": scores["dice"].nanmean().item(),
         "num_pixels": int(total.item()),
     }
+    if background_index is not None:
+        if not 0 <= background_index < num_classes:
+            raise ConfigError(f"background index {background_index} is not a class (0..{num_classes - 1})")
+        foreground = torch.ones(num_classes, dtype=torch.bool)
+        foreground[background_index] = False
+        metrics["miou_foreground"] = scores["iou"][foreground].nanmean().item()
+    return metrics
 
 
 class ConfusionMatrix:
@@ -160,9 +172,9 @@ class ConfusionMatrix:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self.matrix, op=torch.distributed.ReduceOp.SUM)
 
-    def compute(self, class_names: Sequence[str] | None = None) -> dict:
+    def compute(self, class_names: Sequence[str] | None = None, background_index: int | None = None) -> dict:
         """Metrics of the accumulated matrix (see ``compute_metrics``)."""
-        return compute_metrics(self.matrix, class_names)
+        return compute_metrics(self.matrix, class_names, background_index)
 
 
 def _percent(value: float) -> str:
@@ -181,7 +193,8 @@ def format_table(metrics: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     label_width = max(len(label) for label in _SUMMARY_LABELS.values())
     lines.append("")
-    lines += [f"{label.ljust(label_width)}  {_percent(metrics[key])} %" for key, label in _SUMMARY_LABELS.items()]
+    lines += [f"{label.ljust(label_width)}  {_percent(metrics[key])} %" for key, label in _SUMMARY_LABELS.items()
+              if key in metrics]
     lines.append(f"{'Labelled pixels'.ljust(label_width)}  {metrics['num_pixels']:,}")
     return "\n".join(lines)
 
@@ -189,7 +202,8 @@ def format_table(metrics: dict) -> str:
 def metrics_to_rows(metrics: dict) -> list[dict]:
     """Flat rows for CSV: one ``kind="class"`` row per class, then one ``kind="summary"`` row per summary value."""
     rows: list[dict] = [{"kind": "class", **row} for row in metrics["per_class"]]
-    rows += [{"kind": "summary", "name": key, "value": metrics[key]} for key in (*_SUMMARY_LABELS, "num_pixels")]
+    rows += [{"kind": "summary", "name": key, "value": metrics[key]} for key in (*_SUMMARY_LABELS, "num_pixels")
+             if key in metrics]
     return rows
 
 

@@ -1,0 +1,104 @@
+"""Offline patch extraction for large-image data sets (`segwise data tile`): fixed windows with the last row/column
+moved back to end on the border (SimpleCV `sliding_window`, as FactSeg cuts iSAID into 896/512 patches).
+
+Tiles are always `size`×`size`: images smaller than a window are padded with 0 (image) and `ignore_index` (mask).
+Masks are written as class-index PNGs, so the tiled set trains with the same class options and no colour mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from segwise.data.classmap import ClassMap
+from segwise.data.folder import Sample, display_path
+from segwise.data.io import read_image, read_mask, write_png
+from segwise.data.isaid import decode_isaid_mask
+from segwise.errors import ConfigError, DataError
+from segwise.inference.windows import axis_starts
+
+MaskDecoder = Callable[[Path], np.ndarray]
+"""Mask file → int64 H×W class indices (ignore_index where unlabelled)."""
+
+
+def colour_mask(path: Path) -> np.ndarray:
+    """A mask's displayed RGB colours (palette PNGs resolved to their colours), or H×W values for grey files."""
+    array = read_image(path)
+    return array[..., 0] if array.shape[2] == 1 else np.ascontiguousarray(array[..., :3])
+
+
+def class_map_decoder(class_map: ClassMap) -> MaskDecoder:
+    """Decode masks with a ClassMap; colour class maps read displayed colours, so palette-mode PNGs work too."""
+
+    def decode(path: Path) -> np.ndarray:
+        raw = colour_mask(path) if class_map.palette is not None else read_mask(path)
+        try:
+            return class_map.encode(raw)
+        except DataError as error:
+            raise DataError(f"{display_path(path)}: {error}") from None
+
+    return decode
+
+
+def isaid_decoder(path: Path) -> np.ndarray:
+    """iSAID colour (or index) mask file → class ids (see `segwise.data.isaid.decode_isaid_mask`)."""
+    return decode_isaid_mask(colour_mask(path))
+
+
+def tile_windows(height: int, width: int, size: int, stride: int) -> Iterator[tuple[int, int]]:
+    """Top-left (y, x) of every window in raster order; the last row/column ends on the border."""
+    for y in axis_starts(height, min(size, height), stride):
+        for x in axis_starts(width, min(size, width), stride):
+            yield y, x
+
+
+def _crop(array: np.ndarray, y: int, x: int, size: int, fill: int) -> np.ndarray:
+    """`size`×`size` crop at (y, x), padded bottom/right with `fill` where the array ends."""
+    crop = array[y:y + size, x:x + size]
+    pad = [(0, size - crop.shape[0]), (0, size - crop.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(crop, pad, constant_values=fill) if any(p[1] for p in pad) else crop
+
+
+def _write_image(path: Path, image: np.ndarray) -> None:
+    """PNG for 1/3/4-band 8/16-bit images, TIFF otherwise (more bands, float pixels)."""
+    if image.shape[2] in (1, 3, 4) and image.dtype in (np.uint8, np.uint16):
+        write_png(path.with_suffix(".png"), image)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path.with_suffix(".tif"), image, photometric="minisblack", planarconfig="contig")
+
+
+def _mask_dtype(ignore_index: int, num_values: int) -> type:
+    if ignore_index < 0 or max(ignore_index, num_values) > np.iinfo(np.uint16).max:
+        raise ConfigError(f"data.ignore_index {ignore_index}: tiled masks are PNGs, so it must lie in 0..65535")
+    return np.uint8 if max(ignore_index, num_values) <= 255 else np.uint16
+
+
+def tile_samples(samples: Sequence[Sample], out_dir: str | Path, decode: MaskDecoder, size: int | None = 896,
+                 stride: int = 512, ignore_index: int = 255, num_classes: int = 256, prefix: str = "") -> int:
+    """Write `out_dir/{images,masks}/<prefix><name>_<y>_<x>.png` for every window (whole images when size is
+    None); returns the number of tiles written."""
+    if size is not None and (size <= 0 or not 0 < stride <= size):
+        raise ConfigError(f"tile size {size} / stride {stride}: need size > 0 and 0 < stride <= size "
+                          "(e.g. --size 896 --stride 512)")
+    out_dir = Path(out_dir)
+    dtype = _mask_dtype(ignore_index, num_classes - 1)
+    count = 0
+    for sample in samples:
+        image, mask = read_image(sample.image), decode(sample.mask)
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"{display_path(sample.mask)}: mask is {mask.shape[0]}×{mask.shape[1]} but its image is "
+                            f"{image.shape[0]}×{image.shape[1]}; masks must match their image pixel for pixel")
+        height, width = mask.shape
+        windows = [(0, 0)] if size is None else tile_windows(height, width, size, stride)
+        for y, x in windows:
+            name = prefix + (sample.name if size is None else f"{sample.name}_{y}_{x}")
+            tile_image = image if size is None else _crop(image, y, x, size, 0)
+            tile_mask = mask if size is None else _crop(mask, y, x, size, ignore_index)
+            _write_image(out_dir / "images" / name, tile_image)
+            write_png(out_dir / "masks" / f"{name}.png", tile_mask.astype(dtype))
+            count += 1
+    return count

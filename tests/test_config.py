@@ -154,3 +154,12 @@ def test_save_config_round_trip(tmp_path: Path):
     assert loaded == config
     assert loaded.data.image_size == (96, 128) and loaded.data.root == Path("/data/x")
     assert not [p for p in path.parent.iterdir() if p.name != "config.yaml"]  # no temp file left behind
+
+
+def test_palette_accepts_hex_colours_and_names_a_bad_one():
+    from segwise.config import load_config
+
+    config = load_config(None, ['data.palette=["#ff0000", [0, 255, 0]]'], {})
+    assert config.data.palette == [(255, 0, 0), (0, 255, 0)]
+    with pytest.raises(ConfigError, match=r"data.palette\[1\].*'#rrggbb'"):
+        load_config(None, ['data.palette=[[0, 0, 0], "#12345"]'], {})

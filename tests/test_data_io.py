@@ -110,6 +110,26 @@ def test_palette_png_mask_returns_indices(tmp_path: Path):
     png.putpalette(palette)
     png.save(tmp_path / "voc.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "voc.png"), indices)
+    colours = read_mask(tmp_path / "voc.png", colours=True)  # a class map given by colours reads what is shown
+    np.testing.assert_array_equal(colours[0, 1], [128, 0, 0])
+    np.testing.assert_array_equal(colours[1, 0], [224, 224, 192])
+
+
+def test_palette_png_masks_train_by_their_colours_under_a_colour_class_map(tmp_path: Path):
+    """A palette-mode PNG whose palette order differs from the class order must map by colour, not by index."""
+    image = pytest.importorskip("PIL.Image")
+    from segwise.data.classmap import ClassMap
+    from segwise.data.folder import find_samples, read_sample_mask
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "images" / "a.png", np.zeros((2, 3, 3), np.uint8))
+    png = image.fromarray(np.array([[0, 1, 1], [1, 0, 0]], np.uint8), mode="P")
+    png.putpalette([0, 0, 255, 255, 0, 0] + [0, 0, 0] * 254)  # index 0 shows blue, index 1 red
+    png.save(tmp_path / "masks" / "a.png")
+    class_map = ClassMap(num_classes=2, palette=[(255, 0, 0), "#0000ff"])  # class 0 red, class 1 blue
+    (sample,) = find_samples(tmp_path)
+    np.testing.assert_array_equal(read_sample_mask(sample, class_map, (2, 3)), [[1, 0, 0], [0, 1, 1]])
 
 
 def test_write_png_rejects_float(tmp_path: Path):

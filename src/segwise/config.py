@@ -45,7 +45,8 @@ class DataConfig(_Strict):
     class_names: list[str] | None = None
     class_values: list[int] | None = Field(None, description="raw mask value of each class (S3 --class-list)")
     max_mask_value: int | None = Field(None, ge=1, description="classes are mask values 0..M (S3 --max-mask-val)")
-    palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class; maps RGB masks")
+    palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class ([r, g, b] or "
+                                                       "'#rrggbb'); maps RGB and palette-PNG masks")
     binary: bool = Field(False, description="0 = background, any other value = foreground (0/255 masks)")
     unmapped: Literal["error", "ignore"] = "error"
     ignore_index: int = 255
@@ -65,6 +66,16 @@ class DataConfig(_Strict):
     validate_data: bool = Field(True, description="check every file before training starts")
 
     _sizes = field_validator("image_size", "crop_size", mode="before")(_as_size)
+
+    @field_validator("palette", mode="before")
+    @classmethod
+    def _colours(cls, value: Any) -> Any:
+        """Colours as [r, g, b] or '#rrggbb', read by the one colour parser the class map uses."""
+        from segwise.data.classmap import parse_colour
+
+        if value is None or not isinstance(value, (list, tuple)):
+            return value
+        return [parse_colour(colour, f"data.palette[{i}]") for i, colour in enumerate(value)]
 
     @model_validator(mode="after")
     def _check_classes(self) -> DataConfig:

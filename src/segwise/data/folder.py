@@ -201,7 +201,7 @@ def read_sample_mask(sample: Sample, class_map: ClassMap, image_size: tuple[int,
     """The sample's mask encoded to class indices; it must have the image's height and width."""
     if sample.mask is None:
         raise DataError(f"{display_path(sample.image)} has no mask; labelled data needs one per image")
-    raw = read_mask(sample.mask)
+    raw = read_mask(sample.mask, colours=class_map.palette is not None)
     where = display_path(sample.mask)
     if raw.shape[:2] != tuple(image_size):
         raise DataError(

@@ -36,10 +36,11 @@ def read_image(path: str | Path) -> np.ndarray:
     return _as_hwc(array, path)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, colours: bool = False) -> np.ndarray:
     """Read a mask as H×W raw values, or H×W×3 RGB for colour masks (alpha dropped, grey RGB collapsed).
 
-    Palette PNGs return their stored palette indices (as VOC-style masks mean them), not the display colours.
+    Palette PNGs return their stored palette indices (as VOC-style masks mean them), or with `colours=True` (a
+    class map given by colours) the colours they display, so palette and RGB files of one data set read alike.
     """
     path = Path(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
@@ -48,7 +49,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         array, data = _read_cv2(path)
         array = _as_hwc(array, path, keep_integers=True)
         palette = _png_palette(data)
-        if palette is not None and array.shape[2] >= 3:
+        if palette is not None and array.shape[2] >= 3 and not colours:
             return _palette_indices(array[..., :3], palette)
     if array.shape[2] == 1:
         return array[..., 0]

@@ -24,17 +24,11 @@ MaskDecoder = Callable[[Path], np.ndarray]
 """Mask file → int64 H×W class indices (ignore_index where unlabelled)."""
 
 
-def colour_mask(path: Path) -> np.ndarray:
-    """A mask's displayed RGB colours (palette PNGs resolved to their colours), or H×W values for grey files."""
-    array = read_image(path)
-    return array[..., 0] if array.shape[2] == 1 else np.ascontiguousarray(array[..., :3])
-
-
 def class_map_decoder(class_map: ClassMap) -> MaskDecoder:
     """Decode masks with a ClassMap; colour class maps read displayed colours, so palette-mode PNGs work too."""
 
     def decode(path: Path) -> np.ndarray:
-        raw = colour_mask(path) if class_map.palette is not None else read_mask(path)
+        raw = read_mask(path, colours=class_map.palette is not None)
         try:
             return class_map.encode(raw)
         except DataError as error:
@@ -45,7 +39,7 @@ def class_map_decoder(class_map: ClassMap) -> MaskDecoder:
 
 def isaid_decoder(path: Path) -> np.ndarray:
     """iSAID colour (or index) mask file → class ids (see `segwise.data.isaid.decode_isaid_mask`)."""
-    return decode_isaid_mask(colour_mask(path))
+    return decode_isaid_mask(read_mask(path, colours=True))
 
 
 def tile_windows(height: int, width: int, size: int, stride: int) -> Iterator[tuple[int, int]]:

@@ -16,7 +16,7 @@ import yaml
 
 from segwise.config import Config, DataConfig, save_config
 from segwise.data.classmap import ClassMap
-from segwise.data.folder import Sample, SegmentationDataset, find_samples, read_sample_image
+from segwise.data.folder import Sample, SegmentationDataset, find_samples, read_sample_image, read_sample_mask
 from segwise.data.io import IMAGE_EXTENSIONS, read_mask, write_png
 from segwise.data.transforms import build_eval_transform, build_train_transform
 from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
@@ -259,7 +259,7 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
     counter = itertools.count()
     for sample in samples:
         image = read_sample_image(sample)
-        target = class_map.encode(read_mask(sample.mask))
+        target = read_sample_mask(sample, class_map, image.shape[:2])
         probs = predictor.predict_proba(image, str(sample.image))
         pred = predictor.labels(probs, threshold)
         matrix.update(torch.from_numpy(pred), torch.from_numpy(target))
@@ -286,8 +286,9 @@ def write_plots(plot_dir: Path, worst: list[tuple[float, int, str, np.ndarray]],
     palette = np.asarray(spec.palette, dtype=np.uint8)
     for rank, (neg_iou, _, name, pred) in enumerate(worst):
         sample = by_name[name]
-        target = class_map.encode(read_mask(sample.mask))
-        panel = side_by_side([to_display_rgb(read_sample_image(sample)), colorize(target, palette, spec.ignore_index),
+        image = read_sample_image(sample)
+        target = read_sample_mask(sample, class_map, image.shape[:2])
+        panel = side_by_side([to_display_rgb(image), colorize(target, palette, spec.ignore_index),
                               colorize(pred, palette, spec.ignore_index)], ["image", "ground truth", "prediction"],
                              f"{name}  mIoU {-100 * neg_iou:.1f}%")
         write_png(plot_dir / f"{rank:03d}_{name}.png", panel)

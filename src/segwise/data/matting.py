@@ -92,8 +92,9 @@ def _ellipse(size: int) -> np.ndarray:
 
 
 def edge_noise(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Erode, dilate, or flip a random half of the morphological-gradient band; elliptical kernel 3–9 px."""
-    kernel = _ellipse(int(rng.choice([3, 5, 7, 9])))
+    """Erode, dilate, or flip a random half of the morphological-gradient band; elliptical kernel 3–9 px at 448 px
+    (scaled with the image, at least 3 px)."""
+    kernel = _ellipse(max(int(round(rng.choice([3, 5, 7, 9]) * max(mask.shape) / 448)) | 1, 3))
     op = int(rng.integers(3))
     if op == 0:
         return cv2.erode(mask, kernel)
@@ -275,7 +276,7 @@ class MattingDataset(Dataset):
 def make_synthetic_matting(root: str | Path, num_train: int = 48, num_val: int = 16, num_test: int = 0,
                            size: int = 96, seed: int = 0) -> Path:
     """Write `root/{train,val,test}/{original,mask}/*.png`: textured soft-edged shapes composited with their alpha
-    over textured backgrounds. Edges are sharp, Gaussian-blurred (σ 1.5–4) or hair-like (thin partial strands), so
+    over textured backgrounds. Edges are sharp, Gaussian-blurred (σ 2–6) or hair-like (thin partial strands), so
     the width of the unknown band varies and must be read from the image."""
     if size < 32:
         raise ConfigError(f"synthetic matting images must be at least 32 px, got {size}")
@@ -294,7 +295,7 @@ def _soft_alpha(hard: np.ndarray, rng: np.random.Generator, style: str) -> np.nd
     if style == "sharp":
         return cv2.GaussianBlur(hard, (0, 0), 0.5)
     if style == "blur":
-        return cv2.GaussianBlur(hard, (0, 0), float(rng.uniform(1.5, 4.0)))
+        return cv2.GaussianBlur(hard, (0, 0), float(rng.uniform(2.0, 6.0)))
     contours, _ = cv2.findContours(hard.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     strands = np.zeros_like(hard)
     points = np.concatenate([c[:, 0] for c in contours]).astype(np.float32)

@@ -21,7 +21,7 @@ from segwise.data.matting import (
 )
 from segwise.metrics.trimap import TrimapMeter
 
-CPU_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "trimap_tiny_cpu.yaml"  # 2-block ViT-Ti, patch 8
+CPU_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "trimap_tiny_cpu.yaml"  # 2-block ViT-Ti, patch 4
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_tiny_vit_beats_the_prompt_band_baseline(trained, tmp_path, capsys) -> N
     baseline = max(baseline_scores(find_matting_samples(root / "val")).values(), key=lambda r: r["iou_unknown"])
     print(f"unknown IoU: tiny ViT {model['iou_unknown']:.3f}, best prompt band {baseline['iou_unknown']:.3f}; "
           f"mIoU {model['miou']:.3f} vs {baseline['miou']:.3f}")
-    assert model["iou_unknown"] > baseline["iou_unknown"] + 0.05
+    assert model["iou_unknown"] > baseline["iou_unknown"] + 0.08
     assert model["miou"] > baseline["miou"]
 
 

@@ -70,7 +70,9 @@ def test_leave_one_out_trimaps_against_the_provided_ones(tmp_path, one_thread, c
     sad["prompt band"] = matting_errors(solve_alpha(image, band), alpha)["sad"]
     print(f"{HELD_OUT}: IoU vs Trimap1 {scores['trimap1']['miou']:.3f} (unknown {scores['trimap1']['iou_unknown']:.3f}), "
           f"vs Trimap2 {scores['trimap2']['miou']:.3f}; SAD of the closed-form alpha: {sad}")
-    # The prompt fixes most of the known regions; the unknown band overlaps the users' trimaps.
+    # The prompt fixes most of the known regions; the unknown band overlaps the users' trimaps. A 60-step model
+    # from scratch at 160 px is far from the users' trimaps (and from the band around the alpha-derived prompt,
+    # which leaks the ground truth): the figures are printed for docs/benchmarks.md, the bounds only catch breakage.
     assert scores["trimap1"]["iou_background"] > 0.8 and scores["trimap1"]["iou_foreground"] > 0.5
     assert scores["trimap2"]["iou_unknown"] > 0.1
-    assert sad["trimap1"] < sad["predicted"] < 20 * sad["trimap1"]  # users' trimaps stay the better ones
+    assert sad["trimap1"] < sad["predicted"] < 20 * sad["trimap1"]

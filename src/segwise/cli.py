@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parser(sub)
     _data_parser(sub)
     _rle_parser(sub)
+    _trimap_parser(sub)
     sub.add_parser("models", help="list every architecture and encoder create_model accepts")
     _convert_parser(sub)
     return parser
@@ -386,8 +387,83 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"converted {args.checkpoint} into {out}/model.safetensors and model.yaml")
 
 
+# ---- trimap segmentation (issue 6) ----------------------------------------------------------------------------
+def _trimap_parser(sub: Any) -> None:
+    p = sub.add_parser("trimap", help="trimap segmentation for matting (S1): train, predict, eval")
+    tsub = p.add_subparsers(dest="trimap_command", required=True)
+    train = tsub.add_parser("train", help="train a mask-prompted ViT on DATA_DIR/{train,val}/{original,mask[,trimap]}",
+                            description="S1 recipe by default (trimap_vit, NFL + 0.1*DT, Adam 1e-4, 55 epochs); "
+                                        "the model input is RGB + the prompt mask (alpha >= 30) as a 4th channel.")
+    train.add_argument("data_dir", type=Path, help="data set root holding train/ and val/ matting folders")
+    train.add_argument("--config", type=Path, help="YAML config file, e.g. configs/trimap_vit_base.yaml")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config key, e.g. --set model.args.window_size=16 (repeatable)")
+    train.add_argument("--size", dest="vit_size", choices=["tiny", "small", "base", "large", "huge"], help="ViT size")
+    train.add_argument("--weights", dest="encoder_weights", help="local MAE/timm ViT weights (.pth/.safetensors)")
+    for flag, kind, text in (("--epochs", int, "number of epochs"), ("--steps", int, "number of iterations"),
+                             ("--batch", int, "batch size"), ("--lr", float, "learning rate"),
+                             ("--workers", int, "data-loader worker processes"), ("--seed", int, "random seed")):
+        train.add_argument(flag, type=kind, help=text)
+    train.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
+    train.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
+    train.add_argument("--cpu", action="store_true", help="train on the CPU")
+    for name, text in (("predict", "write 0/128/255 trimap PNGs for INPUT/{original,mask}"),
+                       ("eval", "BG/Unknown/FG IoU per data set (several data sets in one call)")):
+        q = tsub.add_parser(name, help=text)
+        q.add_argument("model", type=Path, help="run directory, model.yaml/model.safetensors or .ckpt file")
+        q.add_argument("inputs", type=Path, nargs="+" if name == "eval" else None,
+                       help="matting folder(s) with original/ (or images/) and mask/ (or alpha/) prompts")
+        q.add_argument("--input-size", type=int, help="longest side fed to the model (default: its img_size)")
+        q.add_argument("--prompt-threshold", type=int, default=30, help="prompt mask = mask/alpha >= this")
+        q.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+        _add_mode_flags(q)
+    predict = tsub.choices["predict"]
+    predict.add_argument("-o", "--out", type=Path, required=True, help="output folder for <name>.png")
+    predict.add_argument("--overlay", action="store_true", help="also write colour overlays into OUT/overlay/")
+    evaluate = tsub.choices["eval"]
+    evaluate.add_argument("-o", "--out", type=Path, help="output folder (default RUN/trimap_eval)")
+    evaluate.add_argument("--trimap-dir", help="GT trimap folder in each data set (default trimap/ if present, "
+                                               "else trimaps generated from the alpha)")
+    evaluate.add_argument("--band", type=int, default=0, help="without GT trimaps: widen the unknown band by N px")
+    evaluate.add_argument("--averaging", choices=["image", "per_row_reference"], default="image",
+                          help="per-image IoU (correct), or S1's published per-row averaging (to compare numbers)")
+    evaluate.add_argument("--matte", nargs="?", const="cf", choices=["cf", "knn", "lkm", "rw", "sm", "lbdm"],
+                          help="solve alpha with pymatting (default closed-form) on each predicted trimap and "
+                               "report SAD / MSE / gradient error against the GT alpha")
+    evaluate.add_argument("--save", action="store_true", help="also write the predicted trimaps into OUT/<data set>/")
+
+
+def cmd_trimap(args: argparse.Namespace) -> None:
+    if args.trimap_command == "train":
+        from segwise.config import load_config
+
+        flags = _flags(args, ["encoder_weights", "epochs", "steps", "batch", "lr", "workers", "seed", "name",
+                              "log_dir"])
+        flags.update({"data.root": str(args.data_dir), "model.args.size": args.vit_size})
+        if args.cpu:
+            flags["trainer.accelerator"] = "cpu"
+        config = load_config(args.config, args.overrides, flags)
+
+        from segwise.tasks.trimap import train
+
+        _print_run_summary(train(config))
+        return
+    mode = _mode(args)
+    from segwise.tasks import trimap
+
+    if args.trimap_command == "predict":
+        written = trimap.predict(args.model, args.inputs, args.out, overlay_images=args.overlay, size=args.input_size,
+                                 prompt_threshold=args.prompt_threshold, device=args.device, mode=mode)
+        print(f"wrote {len(written)} trimap(s) into {args.out}")
+        return
+    results = trimap.evaluate(args.model, args.inputs, args.out, size=args.input_size, trimap_dir=args.trimap_dir,
+                              band=args.band, prompt_threshold=args.prompt_threshold, averaging=args.averaging,
+                              matte=args.matte, save=args.save, device=args.device, mode=mode)
+    print(trimap.format_results(results))
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
-            "rle": cmd_rle, "convert": cmd_convert}
+            "rle": cmd_rle, "convert": cmd_convert, "trimap": cmd_trimap}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,6 +176,17 @@ class RunConfig(_Strict):
     resume: bool = True
 
 
+class TrimapConfig(_Strict):
+    """Trimap segmentation (`segwise trimap`, S1): matting targets and prompt-mask corruption probabilities."""
+
+    trimap_dir: str | None = Field(None, description="folder of GT trimaps beside original/ and mask/ (default trimap/)")
+    unknown_band: int = Field(0, ge=0, description="without GT trimaps: widen the 15<alpha<230 band by N px a side")
+    prompt_threshold: int = Field(30, ge=1, le=255, description="prompt mask = alpha >= this (S1: 30)")
+    edge_noise: float = Field(0.2, ge=0, le=1, description="probability of erode/dilate/gradient prompt noise")
+    contour_jitter: float = Field(0.5, ge=0, le=1, description="probability of a jittered polygon prompt")
+    hole_drop: float = Field(0.2, ge=0, le=1, description="probability of a hole cut at the prompt's boundary")
+
+
 class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -184,6 +195,7 @@ class Config(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    trimap: TrimapConfig = Field(default_factory=TrimapConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (paths as strings, tuples as lists)."""

@@ -3,6 +3,7 @@
 from segwise.losses.registry import LOSSES, WeightedLoss, build_loss, parse_loss_spec, register_loss
 from segwise.losses.pixel import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropyLoss
 from segwise.losses import factseg  # noqa: F401  (registers 'som')
+from segwise.losses import trimap  # noqa: F401  (registers nfl, dt)
 
 __all__ = [
     "LOSSES",

@@ -1,0 +1,230 @@
+"""Trimap segmentation (S1): train a mask-prompted model on matting folders with the shared engine, predict
+0/128/255 trimaps, and evaluate them per data set (IoU, and optionally the alpha mattes they lead to).
+
+The model input is RGB + the prompt mask as a 4th channel (see `segwise.models.trimap_vit`), so the engine,
+sliding windows and TTA run unchanged; `SegmentationTask` trains it with 3 classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segwise.config import Config, save_config
+from segwise.data.io import write_png
+from segwise.data.matting import (
+    MEAN,
+    STD,
+    MattingDataset,
+    MattingSample,
+    PromptCorruption,
+    find_matting_samples,
+    model_input,
+    prompt_from_alpha,
+    read_grey,
+    read_rgb,
+    sample_target,
+    trimap_png,
+)
+from segwise.engine.checkpoint import ModelSpec
+from segwise.engine.datamodule import SegmentationDataModule
+from segwise.engine.module import SegmentationTask
+from segwise.engine.trainer import build_trainer, fit, last_checkpoint, run_directory
+from segwise.errors import CheckpointError, ConfigError
+from segwise.inference.predictor import Predictor
+from segwise.inference.whole import InferenceMode
+from segwise.io_utils import atomic_write_text, ensure_writable_dir
+from segwise.metrics.confusion import _nan_to_none
+from segwise.metrics.trimap import TRIMAP_CLASSES, Averaging, TrimapMeter, format_trimap_table, matting_errors
+from segwise.models import create_model, input_stride
+from segwise.tasks.semantic import check_names, check_resumable, split_dir
+from segwise.visualize import overlay
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"name": "trimap_vit"},
+    "loss": {"name": "nfl + 0.1*dt"},
+    "optimizer": {"name": "Adam", "lr": 1e-4, "weight_decay": 0.0},
+    "scheduler": {"name": "step", "step_epochs": 50, "gamma": 0.1},
+    "trainer": {"max_epochs": 55},
+}
+"""S1's recipe (Adam 1e-4, NFL + 0.1·DT, LR ÷10 at epoch 50 of 55), used for every key the user leaves unset."""
+PALETTE = [[0, 0, 0], [128, 128, 128], [255, 255, 255]]
+OVERLAY_PALETTE = np.array([[40, 60, 200], [255, 200, 0], [0, 200, 90]], np.uint8)  # BG blue, unknown amber, FG green
+DEFAULT_SIZE = 448
+MATTING_METHODS = ("cf", "knn", "lkm", "rw", "sm", "lbdm")
+
+
+def with_trimap_defaults(config: Config) -> Config:
+    """Fill S1's recipe into every section key the user did not set (YAML, flag or --set)."""
+    updates = {}
+    for section, values in DEFAULTS.items():
+        current = getattr(config, section)
+        unset = {k: v for k, v in values.items() if k not in current.model_fields_set}
+        if unset:
+            updates[section] = type(current).model_validate({**current.model_dump(), **unset})
+    return config.model_copy(update=updates)
+
+
+def input_size(spec: ModelSpec) -> int:
+    """Longest image side fed to the model: the ViT's `img_size` (its position grid), else 448 as in S1."""
+    return int(spec.args.get("img_size", DEFAULT_SIZE))
+
+
+def trimap_spec(config: Config) -> ModelSpec:
+    return ModelSpec(name=config.model.name, encoder=config.model.encoder, args=dict(config.model.args),
+                     in_channels=4, num_classes=3, class_names=list(TRIMAP_CLASSES), palette=PALETTE,
+                     ignore_index=config.data.ignore_index, mean=list(MEAN), std=list(STD))
+
+
+def corruption(config: Config) -> PromptCorruption:
+    t = config.trimap
+    return PromptCorruption(edge_noise=t.edge_noise, contour_jitter=t.contour_jitter, hole_drop=t.hole_drop)
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+def train(config: Config, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train on `data.root/{train_split,val_split}/{original,mask[,trimap]}` with the shared engine; the same run
+    name resumes."""
+    config = with_trimap_defaults(config)
+    check_names(config)
+    if config.data.root is None:
+        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise trimap train`")
+    run_dir = run_directory(config.run, config.model.name, config.model.args.get("size"))
+    resume_from = last_checkpoint(run_dir, config.run)
+    data, options = config.data, config.trimap
+    train_samples = find_matting_samples(split_dir(data.root, data.train_split), options.trimap_dir)
+    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
+    vals = {name: find_matting_samples(split_dir(data.root, name), options.trimap_dir) for name in split_names}
+    spec = trimap_spec(config)
+    ensure_writable_dir(run_dir)
+    check_resumable(run_dir, spec)
+    save_config(config, run_dir / "config.yaml")
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    model = create_model(spec.name, in_channels=4, classes=3, encoder=spec.encoder,
+                         encoder_weights=config.model.encoder_weights, **spec.args)
+    if config.trainer.compile:
+        model.compile()
+    common = dict(size=input_size(spec), band=options.unknown_band, prompt_threshold=options.prompt_threshold)
+    train_set = MattingDataset(train_samples, train=True, seed=config.trainer.seed, corruption=corruption(config),
+                               **common)
+    val_sets = [MattingDataset(samples, train=False, **common) for samples in vals.values()]
+    datamodule = SegmentationDataModule(train_set, val_sets, data.batch_size, data.val_batch_size or data.batch_size,
+                                        data.num_workers, config.trainer.seed, data.ignore_index, input_stride(model))
+    task = SegmentationTask(model, spec, config, list(vals))
+    trainer = build_trainer(config.trainer, run_dir, has_val=bool(val_sets), callbacks=callbacks)
+    fit(trainer, task, datamodule, run_dir, resume_from)
+    return run_dir
+
+
+# ---- inference ------------------------------------------------------------------------------------------------
+def load_predictor(model_path: Path, device: str | None = None, mode: InferenceMode | None = None) -> Predictor:
+    predictor = Predictor.from_path(model_path, device, mode)
+    if predictor.spec.in_channels != 4 or predictor.spec.num_classes != 3:
+        raise CheckpointError(f"{model_path} is not a trimap model (it takes {predictor.spec.in_channels} channels "
+                              f"and predicts {predictor.spec.num_classes} classes; expected 4 and 3)")
+    return predictor
+
+
+def predict_probs(predictor: Predictor, image: np.ndarray, prompt: np.ndarray, size: int,
+                  source: str = "image") -> np.ndarray:
+    """3×H×W probabilities: resize so the longest side is `size` (as in training), predict, resize back."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new = (max(round(width * scale), 1), max(round(height * scale), 1))
+    pixels = model_input(cv2.resize(image, new, interpolation=cv2.INTER_LINEAR),
+                         cv2.resize(prompt, new, interpolation=cv2.INTER_NEAREST))
+    probs = torch.from_numpy(predictor.predict_proba(pixels, source))
+    return F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0].numpy()
+
+
+def predict(model_path: Path, inputs: Path, out_dir: Path, *, overlay_images: bool = False, size: int | None = None,
+            prompt_threshold: int = 30, device: str | None = None, mode: InferenceMode | None = None) -> list[Path]:
+    """Write `<out>/<name>.png` trimaps (0/128/255) for a folder with original/ (or images/) and mask/ (or alpha/)
+    prompts (binary masks or alpha mattes); `overlay_images` adds `<out>/overlay/<name>.png`."""
+    predictor = load_predictor(model_path, device, mode)
+    size = size or input_size(predictor.spec)
+    out_dir = ensure_writable_dir(out_dir)
+    written = []
+    for sample in find_matting_samples(inputs, require_alpha=True):
+        image = read_rgb(sample.image)
+        prompt = prompt_from_alpha(read_grey(sample.alpha, image.shape[:2]), prompt_threshold)
+        classes = predict_probs(predictor, image, prompt, size, str(sample.image)).argmax(0)
+        written.append(write_png(out_dir / f"{sample.name}.png", trimap_png(classes)))
+        if overlay_images:
+            write_png(out_dir / "overlay" / f"{sample.name}.png", overlay(image, classes, OVERLAY_PALETTE))
+    return written
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------
+def solve_alpha(image: np.ndarray, classes: np.ndarray, method: str = "cf") -> np.ndarray:
+    """Alpha matte in [0, 1] from an RGB image and a trimap (classes) with a pymatting solver (closed form by
+    default); a trimap without both known background and foreground gives its own 0/0.5/1 map."""
+    if method not in MATTING_METHODS:
+        raise ConfigError(f"--matte {method!r} is unknown; choose one of {', '.join(MATTING_METHODS)}")
+    trimap = classes.astype(np.float64) / 2
+    if not ((classes == 0).any() and (classes == 2).any()) or not (classes == 1).any():
+        return trimap
+    import pymatting  # imported here: numba compiles it on first use
+
+    solver = getattr(pymatting, f"estimate_alpha_{method}")
+    return np.clip(solver(image.astype(np.float64) / 255, trimap), 0, 1)
+
+
+def evaluate_dataset(predictor: Predictor, samples: list[MattingSample], *, size: int, band: int = 0,
+                     prompt_threshold: int = 30, averaging: Averaging = "image", matte: str | None = None,
+                     save_dir: Path | None = None) -> dict[str, Any]:
+    """Trimap IoUs (per image and dataset-level) of one data set, plus mean SAD/MSE/gradient error of the alpha the
+    predicted trimaps give (whole image, against the GT alpha) when `matte` names a pymatting solver."""
+    meter = TrimapMeter(predictor.spec.ignore_index, averaging)
+    errors: list[dict[str, float]] = []
+    for sample in samples:
+        image = read_rgb(sample.image)
+        alpha = read_grey(sample.alpha, image.shape[:2])
+        target = sample_target(sample, alpha, band)
+        probs = predict_probs(predictor, image, prompt_from_alpha(alpha, prompt_threshold), size, str(sample.image))
+        classes = probs.argmax(0)
+        meter.update(torch.from_numpy(classes), torch.from_numpy(target.astype(np.int64)))
+        if save_dir is not None:
+            write_png(save_dir / f"{sample.name}.png", trimap_png(classes))
+        if matte:
+            errors.append(matting_errors(solve_alpha(image, classes, matte), alpha / 255.0))
+    result = meter.compute()
+    for key in ("sad", "mse", "grad"):
+        if errors:
+            result[key] = float(np.mean([e[key] for e in errors]))
+    return result
+
+
+def evaluate(model_path: Path, datasets: Sequence[Path], out_dir: Path | None = None, *, size: int | None = None,
+             trimap_dir: str | None = None, band: int = 0, prompt_threshold: int = 30,
+             averaging: Averaging = "image", matte: str | None = None, save: bool = False,
+             device: str | None = None, mode: InferenceMode | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate on several matting folders in one call; writes `trimap_metrics.json` and returns {name: metrics}."""
+    if matte is not None and matte not in MATTING_METHODS:
+        raise ConfigError(f"--matte {matte!r} is unknown; choose one of {', '.join(MATTING_METHODS)}")
+    predictor = load_predictor(model_path, device, mode)
+    size = size or input_size(predictor.spec)
+    found = {Path(d).name: find_matting_samples(d, trimap_dir) for d in datasets}  # every folder checked up front
+    if len(found) != len(datasets):
+        raise ConfigError(f"data sets must have distinct folder names, got {[str(d) for d in datasets]}")
+    out_dir = ensure_writable_dir(out_dir or Path(model_path if Path(model_path).is_dir() else
+                                                  Path(model_path).parent) / "trimap_eval")
+    results = {name: evaluate_dataset(predictor, samples, size=size, band=band, prompt_threshold=prompt_threshold,
+                                      averaging=averaging, matte=matte,
+                                      save_dir=out_dir / name if save else None)
+               for name, samples in found.items()}
+    atomic_write_text(out_dir / "trimap_metrics.json", json.dumps(_nan_to_none(results), indent=2) + "\n")
+    return results
+
+
+def format_results(results: dict[str, dict[str, Any]]) -> str:
+    return format_trimap_table(results, columns=("sad", "mse", "grad"))
+

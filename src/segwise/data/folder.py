@@ -69,24 +69,24 @@ def find_samples(
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: folder not found; check the data path.")
     problems: list[str] = []
-    image_dir = _first_dir(split_dir, IMAGE_DIR_NAMES)
+    image_dir = first_image_dir(split_dir, IMAGE_DIR_NAMES)
     if image_dir is None and not require_masks and _image_files(split_dir):
         image_dir = split_dir
     if image_dir is None:
         problems.append(f"no image folder; put the images in {split_dir / IMAGE_DIR_NAMES[0]}/")
-    mask_dir = _first_dir(split_dir, MASK_DIR_NAMES)
+    mask_dir = first_image_dir(split_dir, MASK_DIR_NAMES)
     if mask_dir is None and require_masks:
         problems.append(
             f"no mask folder; put the masks in {split_dir / MASK_DIR_NAMES[0]}/ (or one of {list(MASK_DIR_NAMES)})"
         )
-    images = _index(image_dir, split_dir, problems) if image_dir is not None else {}
+    images = index_by_stem(image_dir, split_dir, problems) if image_dir is not None else {}
     if image_dir is not None and not images:
         problems.append(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir}")
-    masks = _index(mask_dir, split_dir, problems) if mask_dir is not None else {}
+    masks = index_by_stem(mask_dir, split_dir, problems) if mask_dir is not None else {}
     planes: list[tuple[str, dict[str, Path]]] = []
     for name in extra_channels:
         if (split_dir / name).is_dir():
-            planes.append((name, _index(split_dir / name, split_dir, problems)))
+            planes.append((name, index_by_stem(split_dir / name, split_dir, problems)))
         else:
             problems.append(
                 f"extra channel folder {name}/ is missing; add it or remove {name!r} from data.extra_channels"
@@ -248,7 +248,7 @@ def _hw(array: np.ndarray) -> str:
     return f"{array.shape[0]}×{array.shape[1]}"
 
 
-def _first_dir(root: Path, names: Sequence[str]) -> Path | None:
+def first_image_dir(root: Path, names: Sequence[str]) -> Path | None:
     """The first named sub-folder that holds image files (or merely exists when none does)."""
     existing = [root / name for name in names if (root / name).is_dir()]
     with_images = [path for path in existing if _image_files(path)]
@@ -259,7 +259,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if is_image_file(path))
 
 
-def _index(folder: Path, split_dir: Path, problems: list[str]) -> dict[str, Path]:
+def index_by_stem(folder: Path, split_dir: Path, problems: list[str]) -> dict[str, Path]:
     """Map file stem → path for the image files in folder, reporting stems that occur twice."""
     index: dict[str, Path] = {}
     for path in _image_files(folder):

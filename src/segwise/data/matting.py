@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segwise.data.folder import _first_dir, _index, problems_error
+from segwise.data.folder import first_image_dir, index_by_stem, problems_error
 from segwise.data.io import read_image, read_mask, write_png
-from segwise.data.synthetic import _background, _texture
-from segwise.data.transforms import _compose, mix_seed, normalize, seed_transform
+from segwise.data.synthetic import textured_background, texture_layer
+from segwise.data.transforms import compose, mix_seed, normalize, seed_transform
 from segwise.errors import ConfigError, DataError
 
 import albumentations as A  # noqa: E402  (after segwise.data.transforms, which keeps it off the network)
@@ -165,7 +165,7 @@ def find_matting_samples(split_dir: str | Path, trimap_dir: str | None = None,
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: folder not found; a matting split holds original/ and mask/ (or alpha/)")
     problems: list[str] = []
-    image_dir, alpha_dir = _first_dir(split_dir, IMAGE_DIRS), _first_dir(split_dir, ALPHA_DIRS)
+    image_dir, alpha_dir = first_image_dir(split_dir, IMAGE_DIRS), first_image_dir(split_dir, ALPHA_DIRS)
     if image_dir is None:
         problems.append(f"no image folder; put the images in {split_dir / IMAGE_DIRS[0]}/ (or {list(IMAGE_DIRS[1:])})")
     if alpha_dir is None and require_alpha:
@@ -174,9 +174,9 @@ def find_matting_samples(split_dir: str | Path, trimap_dir: str | None = None,
     if trimap_dir is not None and not (split_dir / trimap_dir).is_dir():
         problems.append(f"trimap folder {trimap_dir}/ is missing; add it or leave trimap.trimap_dir unset")
     trimap_dir = trimap_dir or ("trimap" if (split_dir / "trimap").is_dir() else None)
-    images = _index(image_dir, split_dir, problems) if image_dir else {}
-    alphas = _index(alpha_dir, split_dir, problems) if alpha_dir else {}
-    trimaps = _index(split_dir / trimap_dir, split_dir, problems) if trimap_dir and (split_dir / trimap_dir).is_dir() else {}
+    images = index_by_stem(image_dir, split_dir, problems) if image_dir else {}
+    alphas = index_by_stem(alpha_dir, split_dir, problems) if alpha_dir else {}
+    trimaps = index_by_stem(split_dir / trimap_dir, split_dir, problems) if trimap_dir and (split_dir / trimap_dir).is_dir() else {}
     if image_dir is not None and not images:
         problems.append(f"no images in {image_dir}")
     for stem in sorted(images):
@@ -226,7 +226,7 @@ def matting_transform(size: int | None, train: bool) -> A.Compose:
                 A.HorizontalFlip(p=0.5)]
     if size:
         ops.append(A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_LINEAR))
-    transform = _compose(ops)
+    transform = compose(ops)
     transform.add_targets({"prompt": "mask"})
     return transform
 
@@ -313,7 +313,7 @@ def _soft_alpha(hard: np.ndarray, rng: np.random.Generator, style: str) -> np.nd
 def _render_matte(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One RGB image and its uint8 alpha: 1–2 textured shapes composited ("over") on a textured background."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    image = _background(rng, size, size, xx, yy)
+    image = textured_background(rng, size, size, xx, yy)
     alpha = np.zeros((size, size), np.float32)
     for _ in range(int(rng.integers(1, 3))):
         hard = np.zeros((size, size), np.float32)
@@ -328,7 +328,7 @@ def _render_matte(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.n
             cv2.fillPoly(hard, [np.round(polygon).astype(np.int32)], 1.0)
         shape_alpha = _soft_alpha(hard, rng, str(rng.choice(["sharp", "blur", "hair"])))
         colour = tuple(int(c) for c in rng.integers(40, 230, 3))
-        layer = _texture(rng, str(rng.choice(["speckle", "stripes", "grain", "checker"])), colour, xx, yy)
+        layer = texture_layer(rng, str(rng.choice(["speckle", "stripes", "grain", "checker"])), colour, xx, yy)
         image = shape_alpha[..., None] * layer + (1 - shape_alpha[..., None]) * image
         alpha = 1 - (1 - alpha) * (1 - shape_alpha)
     image += rng.normal(0.0, 3.0, image.shape).astype(np.float32)

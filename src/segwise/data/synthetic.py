@@ -84,8 +84,8 @@ def _render(
         for _ in range(int(rng.integers(2, 7))):
             _draw(mask, styles[k - 1][0], int(k), rng, side)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    layers = [_background(rng, height, width, xx, yy)]
-    layers += [_texture(rng, texture, colour, xx, yy) for _, texture, colour in styles]
+    layers = [textured_background(rng, height, width, xx, yy)]
+    layers += [texture_layer(rng, texture, colour, xx, yy) for _, texture, colour in styles]
     image = np.stack(layers)[mask, yy.astype(np.intp), xx.astype(np.intp)]
     image += rng.normal(0.0, 5.0, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8), mask
@@ -121,14 +121,14 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, amplitude: 
     return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def _background(rng: np.random.Generator, height: int, width: int, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+def textured_background(rng: np.random.Generator, height: int, width: int, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (xx * np.cos(angle) + yy * np.sin(angle)) / max(height, width) * 40.0 - 20.0
     base = np.asarray(_BACKGROUND, np.float32) + rng.normal(0.0, 8.0, 3).astype(np.float32)
     return base + ramp[..., None] + _smooth_noise(rng, height, width, 18.0)
 
 
-def _texture(
+def texture_layer(
     rng: np.random.Generator, texture: str, colour: tuple[int, int, int], xx: np.ndarray, yy: np.ndarray
 ) -> np.ndarray:
     """A full-image layer of one class's texture; the mask decides where it shows."""

@@ -63,7 +63,7 @@ def build_train_transform(
         ops.append(A.VerticalFlip(p=0.5))
     if blur:
         ops.append(A.GaussianBlur(sigma_limit=(0.1, 1.0), p=0.5))
-    return _compose(ops)
+    return compose(ops)
 
 
 def build_eval_transform(image_size: Size | None = None) -> A.Compose | None:
@@ -71,7 +71,7 @@ def build_eval_transform(image_size: Size | None = None) -> A.Compose | None:
     if image_size is None:
         return None
     height, width = _size(image_size, "data.image_size")
-    return _compose([A.Resize(height, width, interpolation=cv2.INTER_LINEAR)])
+    return compose([A.Resize(height, width, interpolation=cv2.INTER_LINEAR)])
 
 
 def dtype_max(dtype: np.dtype) -> float:
@@ -139,7 +139,7 @@ def mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) % (1 << 64) for p in parts]).generate_state(1)[0])
 
 
-def _compose(ops: list[A.BasicTransform]) -> A.Compose:
+def compose(ops: list[A.BasicTransform]) -> A.Compose:
     """Compose with nearest-neighbour masks, seeded so that every op has its own random stream."""
     transform = A.Compose(ops, mask_interpolation=cv2.INTER_NEAREST)
     seed_transform(transform, 0)

@@ -207,14 +207,14 @@ def metrics_to_rows(metrics: dict) -> list[dict]:
     return rows
 
 
-def _nan_to_none(value: object) -> object:
+def nan_to_none(value: object) -> object:
     """Replace float NaN by None recursively so that JSON gets ``null``."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _nan_to_none(item) for key, item in value.items()}
+        return {key: nan_to_none(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_nan_to_none(item) for item in value]
+        return [nan_to_none(item) for item in value]
     return value
 
 
@@ -223,10 +223,10 @@ def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> tuple[Path, Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / "metrics.json", out / "metrics.csv"
-    atomic_write_text(json_path, json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(json_path, json.dumps(nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=_CSV_FIELDS)
     writer.writeheader()
-    writer.writerows(_nan_to_none(metrics_to_rows(metrics)))
+    writer.writerows(nan_to_none(metrics_to_rows(metrics)))
     atomic_write_text(csv_path, table.getvalue())
     return json_path, csv_path

@@ -23,7 +23,7 @@ from torchvision.ops import FeaturePyramidNetwork
 
 from segwise.errors import CheckpointError, ModelError
 from segwise.models.registry import register_model
-from segwise.models.smp_bridge import _load_local_encoder_weights
+from segwise.models.smp_bridge import load_local_encoder_weights
 
 INPUT_STRIDE = 32
 
@@ -85,7 +85,7 @@ class FactSeg(nn.Module):
         encoder = encoder or "resnet50"
         self.encoder = _build_encoder(encoder, in_channels, encoder_weights)
         if encoder_weights and Path(encoder_weights).is_file():
-            _load_local_encoder_weights(self, Path(encoder_weights))
+            load_local_encoder_weights(self, Path(encoder_weights))
         levels = list(self.encoder.out_channels[-4:])
         self.sr_fpn = FeaturePyramidNetwork(levels, fpn_channels)
         self.fa_fpn = FeaturePyramidNetwork(levels, fpn_channels)

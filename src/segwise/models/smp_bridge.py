@@ -18,7 +18,7 @@ def list_encoders() -> list[str]:
     return sorted(smp.encoders.get_encoder_names())
 
 
-def _load_local_encoder_weights(model: nn.Module, path: Path) -> None:
+def load_local_encoder_weights(model: nn.Module, path: Path) -> None:
     """Load encoder weights from a local file without unpickling code (safetensors or weights_only)."""
     try:
         if path.suffix == ".safetensors":
@@ -78,7 +78,7 @@ def _build(arch: str, in_channels: int, classes: int, encoder: str | None = None
     except ValueError as exc:
         raise ModelError(f"model {arch}/{encoder}: {exc}") from None
     if local:
-        _load_local_encoder_weights(model, local)
+        load_local_encoder_weights(model, local)
     stride = _arch_input_stride(arch, model)
     if stride is not None:
         model.input_stride = stride  # read by segwise.models.input_stride (inference pads inputs to a multiple of it)

@@ -42,7 +42,7 @@ from segwise.errors import CheckpointError, ConfigError
 from segwise.inference.predictor import Predictor
 from segwise.inference.whole import InferenceMode
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
-from segwise.metrics.confusion import _nan_to_none
+from segwise.metrics.confusion import nan_to_none
 from segwise.metrics.trimap import TRIMAP_CLASSES, Averaging, TrimapMeter, format_trimap_table, matting_errors
 from segwise.models import create_model, input_stride
 from segwise.tasks.semantic import check_names, check_resumable, split_dir
@@ -221,7 +221,7 @@ def evaluate(model_path: Path, datasets: Sequence[Path], out_dir: Path | None = 
                                       averaging=averaging, matte=matte,
                                       save_dir=out_dir / name if save else None)
                for name, samples in found.items()}
-    atomic_write_text(out_dir / "trimap_metrics.json", json.dumps(_nan_to_none(results), indent=2) + "\n")
+    atomic_write_text(out_dir / "trimap_metrics.json", json.dumps(nan_to_none(results), indent=2) + "\n")
     return results
 
 

@@ -239,3 +239,13 @@ def test_custom_model_with_encoder_family(clean_registry):
     create_model("enc_test_net", encoder="whatever", encoder_weights=None)
     assert seen == {"encoder": "whatever", "encoder_weights": None}
     assert list_models("mine") == ["enc_test_net"]
+
+
+def test_fixed_backbone_model_takes_weights_but_no_encoder_name():
+    from segwise.errors import ModelError
+    from segwise.models import create_model, model_entry
+
+    entry = model_entry("trimap_vit")
+    assert entry.takes_weights and not entry.uses_encoder  # `segwise models` does not offer --encoder for it
+    with pytest.raises(ModelError, match="takes no 'encoder'"):
+        create_model("trimap_vit", in_channels=4, classes=3, encoder="resnet18", size="tiny")

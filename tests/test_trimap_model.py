@@ -90,7 +90,7 @@ def test_wrong_arguments_are_clear_errors() -> None:
         create_model("trimap_vit", in_channels=3, classes=3, size="tiny")
     with pytest.raises(ModelError, match="size 'gigantic'"):
         create_model("trimap_vit", in_channels=4, classes=3, size="gigantic")
-    with pytest.raises(ModelError, match="no encoder"):
+    with pytest.raises(ModelError, match="takes no .encoder."):
         create_model("trimap_vit", in_channels=4, classes=3, encoder="resnet18")
 
 

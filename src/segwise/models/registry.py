@@ -18,20 +18,26 @@ class ModelEntry:
     name: str
     factory: ModelFactory
     family: str
-    uses_encoder: bool
+    uses_encoder: bool  # takes `encoder` (a backbone name)
+    takes_weights: bool  # takes `encoder_weights` (pretrained backbone weights: a name or a local file)
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str = "segwise", uses_encoder: bool = False) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: make `factory(in_channels=..., classes=..., **kw)` reachable as `create_model(name)`."""
+def register_model(name: str, *, family: str = "segwise", uses_encoder: bool = False,
+                   takes_weights: bool | None = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: make `factory(in_channels=..., classes=..., **kw)` reachable as `create_model(name)`.
+
+    `takes_weights` (default: `uses_encoder`) passes `encoder_weights` on to models with a fixed backbone.
+    """
 
     def decorate(factory: ModelFactory) -> ModelFactory:
         key = name.lower()
         if key in _MODELS:
             raise ModelError(f"model name '{name}' is registered twice")
-        _MODELS[key] = ModelEntry(key, factory, family, uses_encoder)
+        weights = uses_encoder if takes_weights is None else takes_weights
+        _MODELS[key] = ModelEntry(key, factory, family, uses_encoder, weights)
         return factory
 
     return decorate
@@ -54,11 +60,12 @@ def model_entry(name: str) -> ModelEntry:
 def create_model(name: str, *, in_channels: int = 3, classes: int = 2, **kwargs) -> nn.Module:
     """Build a registered model; it returns logits N×classes×H×W at input resolution."""
     entry = model_entry(name)
-    if not entry.uses_encoder:
-        for key in ("encoder", "encoder_weights"):
-            if kwargs.get(key) is not None:
-                raise ModelError(f"model '{name}' takes no '{key}' (got {kwargs[key]!r}); remove model.{key}")
-            kwargs.pop(key, None)
+    for key, accepted in (("encoder", entry.uses_encoder), ("encoder_weights", entry.takes_weights)):
+        if accepted:
+            continue
+        if kwargs.get(key) is not None:
+            raise ModelError(f"model '{name}' takes no '{key}' (got {kwargs[key]!r}); remove model.{key}")
+        kwargs.pop(key, None)
     try:
         return entry.factory(in_channels=in_channels, classes=classes, **kwargs)
     except TypeError as exc:

@@ -178,13 +178,11 @@ def load_vit_weights(model: TrimapViT, path: str | Path) -> tuple[list[str], lis
     return list(result.missing_keys), list(result.unexpected_keys)
 
 
-@register_model("trimap_vit", uses_encoder=True)
-def trimap_vit(*, in_channels: int = 4, classes: int = 3, encoder: str | None = None,
-               encoder_weights: str | None = None, **kwargs) -> TrimapViT:
+@register_model("trimap_vit", takes_weights=True)
+def trimap_vit(*, in_channels: int = 4, classes: int = 3, encoder_weights: str | None = None,
+               **kwargs) -> TrimapViT:
     """`create_model("trimap_vit", size=..., patch_size=..., img_size=..., window_size=..., upsample=...)`;
     `encoder_weights` is a local MAE/timm ViT file (used at training time only, never downloaded)."""
-    if encoder is not None:
-        raise ModelError(f"trimap_vit takes no encoder (got {encoder!r}); choose the ViT with model.args.size")
     model = TrimapViT(in_channels=in_channels, classes=classes, **kwargs)
     if encoder_weights is not None:
         load_vit_weights(model, encoder_weights)

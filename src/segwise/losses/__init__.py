@@ -2,6 +2,7 @@
 
 from segwise.losses.registry import LOSSES, WeightedLoss, build_loss, parse_loss_spec, register_loss
 from segwise.losses.pixel import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropyLoss
+from segwise.losses.sketch import EmbeddingLoss, FocalMembershipLoss
 
 __all__ = [
     "LOSSES",

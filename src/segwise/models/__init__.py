@@ -1,6 +1,7 @@
 """Model registry: `create_model(name, **kw)` and `list_models()` cover smp and segwise's own models."""
 
 from segwise.models import smp_bridge
+from segwise.models import contextseg  # noqa: F401  (registers contextseg, contextseg_embed, stroke_classifier)
 from segwise.models.registry import create_model, input_stride, list_models, model_entry, register_model
 from segwise.models.smp_bridge import list_encoders
 

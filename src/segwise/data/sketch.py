@@ -131,11 +131,13 @@ def sketch_format(path: str | Path, probe_lines: int = 20) -> str:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "train_data" in record:
+        if not isinstance(record, dict):
+            continue  # a line of a pretty-printed object, or a bad record reported later with its line
+        if "train_data" in record:
             return "spg_json"
-        if isinstance(record, dict) and ("output" in record or "all_strokes" in record):
+        if "output" in record or "all_strokes" in record:
             return "creative"
-        if isinstance(record, dict) and "drawing" in record:
+        if "drawing" in record:
             return "ndjson"
         raise SketchDataError(f"{path}: unknown sketch format (a record has keys {_keys(record)}); expected SPG JSON "
                               "('train_data'), per-point ndjson ('drawing') or CreativeSketch ('output.all_strokes')")

@@ -44,6 +44,7 @@ def _ndjson_lines() -> list[str]:
         json.dumps({"key_id": "k3", "strokes": []}),  # line 6: no drawing
         json.dumps({"key_id": "k4", "drawing": [[[0, "a"], [0, 1], [0, 0]]]}),  # line 7: not numeric
         json.dumps({"key_id": "k5", "drawing": [[[0, 1], [0, 1], [-1, -1]]]}),  # line 8: negative label
+        json.dumps({"key_id": "k6", "drawing": [[[0, 1], [0, 1], [1.5, 1.5]]]}),  # line 9: fractional label
     ]
 
 
@@ -54,7 +55,7 @@ def test_ndjson_reader_skips_bad_records_with_line_numbers(tmp_path, suffix):
     with pytest.warns(UserWarning) as caught:
         sketches = read_sketches(path, part_names=["a", "b", "c"])
     messages = [str(w.message) for w in caught]
-    for line in (2, 3, 6, 7, 8):
+    for line in (2, 3, 6, 7, 8, 9):
         assert any(f"{path}:{line}:" in message for message in messages), (line, messages)
     assert [s.key for s in sketches] == ["k0", "k1"]
     first = sketches[0]
@@ -97,6 +98,7 @@ def test_spg_json_reader_sums_offsets_and_splits_strokes(tmp_path):
     with pytest.warns(UserWarning, match=r"airplane\.ndjson: train_data\[1\]: points have shape \(1, 3\)"):
         sketches = read_sketches(path, part_names=["front wings", "body"])
     assert len(sketches) == 2 and sketches[0].category == "airplane"
+    assert [s.key for s in sketches] == ["0", "2"]  # the index in train_data
     np.testing.assert_array_equal(sketches[0].strokes[0], [[10, 20], [15, 20], [15, 25]])
     np.testing.assert_array_equal(sketches[0].strokes[1], [[-5, 25], [-2, 28]])
     np.testing.assert_array_equal(sketches[0].labels, [1, 0])

@@ -23,6 +23,7 @@ import lzma
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -172,12 +173,12 @@ def read_sketches(
     fmt = sketch_format(path)
     category = category or _category_from_path(path)
     names = list(part_names) if part_names is not None else None
-    if fmt == "creative":
-        records = _creative_records(path, category, names)
+    if fmt == "spg_json":  # no key in the format: the index in train_data names the sketch
+        records = ((where, partial(_parse_spg_points, raw, category, names, str(index)))
+                   for index, (where, raw) in enumerate(_spg_json_items(path)))
     else:
-        parse = _parse_spg_points if fmt == "spg_json" else _parse_ndjson
-        source = _spg_json_items(path) if fmt == "spg_json" else _ndjson_items(path)
-        records = ((where, lambda r=raw: parse(r, category, names)) for where, raw in source)
+        parse = _parse_creative if fmt == "creative" else _parse_ndjson
+        records = ((where, partial(parse, raw, category, names)) for where, raw in _ndjson_items(path))
     sketches = _collect(path, records, on_error)
     return _with_default_names(sketches, names, fmt)
 
@@ -273,11 +274,6 @@ def _spg_json_items(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: train_data[{index}]", raw
 
 
-def _creative_records(path: Path, category: str, names: list[str] | None) -> Iterator[tuple[str, Any]]:
-    for where, raw in _ndjson_items(path):
-        yield where, lambda r=raw: _parse_creative(r, category, names)
-
-
 def _collect(path: Path, records: Iterable[tuple[str, Any]], on_error: OnError) -> list[Sketch]:
     """Run each record parser; skip (with a warning) or raise on bad records."""
     sketches: list[Sketch] = []
@@ -346,14 +342,16 @@ def _parse_ndjson(raw: Any, category: str, names: list[str] | None) -> Sketch:
         if not (xs.ndim == ys.ndim == ls.ndim == 1 and len(xs) == len(ys) == len(ls) > 0):
             raise _BadRecord(f"stroke {index} has lists of lengths {len(xs)}, {len(ys)}, {len(ls)}",
                              "xs, ys and labels must be non-empty and equally long")
-        if not np.isfinite(np.concatenate([xs, ys])).all():
-            raise _BadRecord(f"stroke {index} has a non-finite coordinate", "coordinates must be finite numbers")
+        if not np.isfinite(np.concatenate([xs, ys, ls])).all():
+            raise _BadRecord(f"stroke {index} has a non-finite value", "coordinates and labels must be finite numbers")
+        if not np.array_equal(ls, np.round(ls)):
+            raise _BadRecord(f"stroke {index} has a non-integer label", "labels are 0-based part indices")
         strokes.append(np.stack([xs, ys], axis=1))
         labels.append(_majority(ls.astype(np.int64)))
     return _finish(strokes, labels, category, names, str(raw.get("key_id", raw.get("i", ""))))
 
 
-def _parse_spg_points(raw: Any, category: str, names: list[str] | None) -> Sketch:
+def _parse_spg_points(raw: Any, category: str, names: list[str] | None, key: str) -> Sketch:
     """A list of stroke-3 points ``[dx, dy, pen_state, group]`` -> Sketch (offsets summed to absolute)."""
     try:
         points = np.asarray(raw, dtype=np.float64)
@@ -371,7 +369,7 @@ def _parse_spg_points(raw: Any, category: str, names: list[str] | None) -> Sketc
     groups = points[:, 3].astype(np.int64)
     strokes = [xy[a:b] for a, b in zip(starts, ends)]
     labels = [_majority(groups[a:b]) for a, b in zip(starts, ends)]
-    return _finish(strokes, labels, category, names, "")
+    return _finish(strokes, labels, category, names, key)
 
 
 def _parse_creative(raw: Any, category: str, names: list[str] | None) -> Sketch:

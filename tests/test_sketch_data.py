@@ -223,6 +223,8 @@ def test_distance_field_matches_scipy_edt():
     big[0, 0] = 1
     far = distance_field(big)  # exp(799) overflows: DF 0, never NaN
     assert np.isfinite(far).all() and far[0, -1] == 0
+    with pytest.raises(ValueError, match="positive"):
+        distance_field(ink, k=0)
 
 
 def _numbered(num_strokes: int) -> Sketch:

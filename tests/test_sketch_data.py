@@ -13,7 +13,15 @@ import pytest
 from conftest import SHARED_DATASETS
 from scipy import ndimage
 
-from segwise.data.sketch import Sketch, SketchDataError, normalize, read_sketches, read_spg_folder, sketch_format
+from segwise.data.sketch import (
+    CREATIVE_CREATURE_PARTS,
+    Sketch,
+    SketchDataError,
+    normalize,
+    read_sketches,
+    read_spg_folder,
+    sketch_format,
+)
 from segwise.data.sketch_cache import load_prepared, prepare
 from segwise.data.sketch_raster import augment_sketch, distance_field, render_strokes, render_union
 from segwise.data.sketch_synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
@@ -313,3 +321,41 @@ def test_readers_never_crash_on_garbage(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(SketchDataError, match="no readable sketch"):
             read_sketches(path)
+
+
+def _mutate(value, rng: np.random.Generator, depth: int = 0):
+    """A copy of a JSON value with one random node replaced by junk (wrong type, ragged list, huge or NaN number)."""
+    junk = [None, "x", {}, [], [[1, 2], [3]], 1e300, -7, 2.5, float("nan"), True, {"a": [1]}]
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        index = int(rng.integers(len(value)))
+        return [_mutate(item, rng, depth + 1) if i == index else item for i, item in enumerate(value)]
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        key = list(value)[int(rng.integers(len(value)))]
+        return {**value, key: _mutate(value[key], rng, depth + 1)}
+    return junk[int(rng.integers(len(junk)))]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "creative", "spg_json"])
+def test_readers_never_crash_on_mutated_records(tmp_path, fmt):
+    seg = [[0, 0, 4, 0], [4, 0, 4, 3]]
+    valid = {
+        "ndjson": {"key_id": "k", "drawing": [[[0, 10, 12], [0, 0, 3], [1, 1, 1]], [[5, 5], [0, 4], [0, 0]]]},
+        "creative": {"assignment_id": "a", "output": {"all_strokes": [[seg], [seg], [seg, seg]], "partsUsed": ["beak"]}},
+        "spg_json": [[10, 20, 0, 1], [5, 0, 1, 1], [-20, 0, 0, 0], [3, 3, 1, 0]],
+    }[fmt]
+    rng = np.random.default_rng(0)
+    records = [valid] + [_mutate(valid, rng) for _ in range(150)]
+    path = tmp_path / "cat.ndjson"
+    if fmt == "spg_json":
+        path.write_text(json.dumps({"train_data": records}))
+    else:
+        path.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sketches = read_sketches(path, part_names=list(CREATIVE_CREATURE_PARTS) if fmt == "creative" else None)
+    skipped = [w for w in caught if "skipped record" in str(w.message)]
+    assert sketches and len(sketches) + len(skipped) == len(records)
+    for sketch in sketches:
+        assert len(sketch.strokes) == len(sketch.labels) > 0
+        assert all(np.isfinite(stroke).all() and stroke.shape[1] == 2 for stroke in sketch.strokes)
+        assert sketch.labels.min() >= 0 and sketch.labels.max() < len(sketch.part_names)

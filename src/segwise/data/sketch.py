@@ -52,6 +52,8 @@ CREATIVE_CREATURE_PARTS: tuple[str, ...] = ("initial", "eye", "arms", "beak", "m
 """Creative Creatures part names (DoodlerGAN ``part_to_id`` order, plus ``details``)."""
 
 SPLITS = ("train", "valid", "test")
+_MAX_COORD = 1e7  # beyond this a coordinate is corrupt (and float32 loses whole pixels)
+_MAX_LABEL = 2**31 - 1  # larger "labels" are corrupt values, and would not survive the cast to int64
 OnError = Literal["skip", "raise"]
 
 
@@ -340,12 +342,13 @@ def _parse_ndjson(raw: Any, category: str, names: list[str] | None) -> Sketch:
         except (TypeError, ValueError):
             raise _BadRecord(f"stroke {index} has non-numeric values", "coordinates and labels must be numbers") from None
         if not (xs.ndim == ys.ndim == ls.ndim == 1 and len(xs) == len(ys) == len(ls) > 0):
-            raise _BadRecord(f"stroke {index} has lists of lengths {len(xs)}, {len(ys)}, {len(ls)}",
+            raise _BadRecord(f"stroke {index} has lists of shapes {xs.shape}, {ys.shape}, {ls.shape}",
                              "xs, ys and labels must be non-empty and equally long")
         if not np.isfinite(np.concatenate([xs, ys, ls])).all():
             raise _BadRecord(f"stroke {index} has a non-finite value", "coordinates and labels must be finite numbers")
-        if not np.array_equal(ls, np.round(ls)):
-            raise _BadRecord(f"stroke {index} has a non-integer label", "labels are 0-based part indices")
+        if not np.array_equal(ls, np.round(ls)) or ls.min() < 0 or ls.max() > _MAX_LABEL:
+            raise _BadRecord(f"stroke {index} has a label that is not a part index ({ls.min():g}..{ls.max():g})",
+                             "labels are 0-based part indices")
         strokes.append(np.stack([xs, ys], axis=1))
         labels.append(_majority(ls.astype(np.int64)))
     return _finish(strokes, labels, category, names, str(raw.get("key_id", raw.get("i", ""))))
@@ -361,6 +364,9 @@ def _parse_spg_points(raw: Any, category: str, names: list[str] | None, key: str
         raise _BadRecord(f"points have shape {points.shape}", "each sketch is a non-empty list of [dx, dy, pen, group]")
     if not np.isfinite(points).all():
         raise _BadRecord("a point has a non-finite value", "offsets, pen state and group must be finite numbers")
+    if points[:, 3].min() < 0 or points[:, 3].max() > _MAX_LABEL:
+        raise _BadRecord(f"group id {points[:, 3].min():g}..{points[:, 3].max():g} is not a part index",
+                         "group ids are 0-based part indices")
     xy = np.cumsum(points[:, :2], axis=0)
     ends = np.flatnonzero(points[:, 2] == 1) + 1
     if len(ends) == 0 or ends[-1] != len(points):
@@ -415,6 +421,9 @@ def _parse_creative(raw: Any, category: str, names: list[str] | None) -> Sketch:
 def _finish(strokes: list[np.ndarray], labels: list[int], category: str, names: list[str] | None, key: str) -> Sketch:
     if not strokes:
         raise _BadRecord("the sketch has no strokes", "drop this record")
+    largest = max(float(np.abs(stroke).max()) for stroke in strokes)
+    if not largest <= _MAX_COORD:  # also catches NaN
+        raise _BadRecord(f"a coordinate is {largest:g}", f"coordinates must be finite and within ±{_MAX_COORD:g}")
     label_array = np.asarray(labels, dtype=np.int64)
     _check_labels(label_array, names)
     return Sketch(strokes, label_array, category, list(names) if names is not None else [], key)

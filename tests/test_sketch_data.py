@@ -142,8 +142,11 @@ def test_creative_reader_maps_steps_to_parts(tmp_path):
     np.testing.assert_array_equal(sketch.strokes[0], [[0, 0], [4, 0], [4, 3]])
     with pytest.raises(SketchDataError, match=r"birds\.txt:2: no 'output.all_strokes'"):
         read_sketches(path, on_error="raise")
-    creature = _write(tmp_path / "creatures.txt", [_creative([[seg], [seg], [seg]], ["horns"])])
-    assert "horns" in read_sketches(creature)[0].part_names
+    creature = _write(tmp_path / "creatures.txt", [_creative([[seg], [seg], [seg]], ["beak"]),
+                                                   _creative([[seg], [seg], [seg]], ["horns"])])
+    bird_like, horned = read_sketches(creature)  # one part list for the whole file
+    assert bird_like.part_names == horned.part_names and "horns" in horned.part_names
+    assert [bird_like.part_names[k] for k in bird_like.labels] == ["initial", "eye", "beak"]
     with pytest.warns(UserWarning, match="unknown part name"):
         with pytest.raises(SketchDataError, match="no readable sketch"):
             read_sketches(creature, part_names=["initial", "eye"])
@@ -340,7 +343,8 @@ def test_readers_never_crash_on_mutated_records(tmp_path, fmt):
     seg = [[0, 0, 4, 0], [4, 0, 4, 3]]
     valid = {
         "ndjson": {"key_id": "k", "drawing": [[[0, 10, 12], [0, 0, 3], [1, 1, 1]], [[5, 5], [0, 4], [0, 0]]]},
-        "creative": {"assignment_id": "a", "output": {"all_strokes": [[seg], [seg], [seg, seg]], "partsUsed": ["beak"]}},
+        "creative": {"assignment_id": "a",
+                     "output": {"all_strokes": [[seg], [seg], [seg, seg]], "partsUsed": ["beak"]}},
         "spg_json": [[10, 20, 0, 1], [5, 0, 1, 1], [-20, 0, 0, 0], [3, 3, 1, 0]],
     }[fmt]
     rng = np.random.default_rng(0)

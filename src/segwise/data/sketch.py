@@ -257,8 +257,8 @@ def _ndjson_items(path: Path) -> Iterator[tuple[str, Any]]:
                     record = _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})", "fix or delete this line")
                 yield f"{path}:{number}", record
     except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
-        raise SketchDataError(f"{path}:{number + 1}: cannot read on ({exc}); the file is truncated or corrupt, "
-                              "decompress it again or replace it") from None
+        raise SketchDataError(f"{path}:{number + 1}: cannot read this line ({exc}); the file is truncated or "
+                              "corrupt, decompress it again or replace it") from None
 
 
 def _spg_json_items(path: Path) -> Iterator[tuple[str, Any]]:
@@ -298,8 +298,12 @@ def _with_default_names(sketches: list[Sketch], names: list[str] | None, fmt: st
     """Give every sketch of a file the same part names when the caller gave none."""
     if names is not None:
         return sketches
-    if fmt == "creative":
-        return sketches  # the parser already chose the bird or creature list
+    if fmt == "creative":  # each record chose the bird or the creature list; one creature record decides for all
+        if all(s.part_names == list(CREATIVE_BIRD_PARTS) for s in sketches):
+            return sketches
+        creature = list(CREATIVE_CREATURE_PARTS)
+        return [replace(s, labels=np.array([creature.index(s.part_names[k]) for k in s.labels], np.int64),
+                        part_names=creature) for s in sketches]
     count = max(int(s.labels.max(initial=-1)) for s in sketches) + 1
     default = [f"part_{k}" for k in range(count)]
     return [replace(s, part_names=default) for s in sketches]
@@ -340,7 +344,8 @@ def _parse_ndjson(raw: Any, category: str, names: list[str] | None) -> Sketch:
             # some SPG strokes repeat the label list as a 4th list; SketchGNN reads stroke[2] as well
             xs, ys, ls = (np.asarray(part, dtype=np.float64) for part in stroke[:3])
         except (TypeError, ValueError):
-            raise _BadRecord(f"stroke {index} has non-numeric values", "coordinates and labels must be numbers") from None
+            raise _BadRecord(f"stroke {index} has non-numeric values",
+                             "coordinates and labels must be numbers") from None
         if not (xs.ndim == ys.ndim == ls.ndim == 1 and len(xs) == len(ys) == len(ls) > 0):
             raise _BadRecord(f"stroke {index} has lists of shapes {xs.shape}, {ys.shape}, {ls.shape}",
                              "xs, ys and labels must be non-empty and equally long")

@@ -57,7 +57,12 @@ def render_strokes(sketch: Sketch, size: int = 256, width: int = 2, *, canvas: i
 
 
 def render_union(
-    sketch: Sketch, stroke_ids: Sequence[int] | np.ndarray, size: int = 256, width: int = 4, *, canvas: int | None = None
+    sketch: Sketch,
+    stroke_ids: Sequence[int] | np.ndarray,
+    size: int = 256,
+    width: int = 4,
+    *,
+    canvas: int | None = None,
 ) -> np.ndarray:
     """(size, size) uint8 {0, 1}: the strokes ``stroke_ids`` drawn together (a group image, the embedder's input).
 

@@ -186,9 +186,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(path: tuple[Any, ...], root: type[BaseModel] = Config) -> type[BaseModel] | None:
     """The pydantic model class that owns the key at `path` (for suggestions)."""
-    model: type[BaseModel] = Config
+    model: type[BaseModel] = root
     for part in path[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
@@ -198,10 +198,10 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
     key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        owner = _model_at(error["loc"])
+        owner = _model_at(error["loc"], root)
         known = list(owner.model_fields) if owner else []
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.5)
         hint = f"; did you mean '{'.'.join(str(p) for p in error['loc'][:-1] + (close[0],))}'?" if close else ""
@@ -210,12 +210,13 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key} = {value!r}: {error['msg']}" if key else f"{error['msg']}"
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
-    """Build a Config from a nested dict, turning pydantic errors into one readable ConfigError."""
+def validate_config(raw: dict[str, Any], source: str = "config", schema: type[BaseModel] = Config) -> Any:
+    """Build a Config (or another task's `schema`) from a nested dict, turning pydantic errors into one
+    readable ConfigError."""
     try:
-        return Config.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
+        lines = [_describe(e, schema) for e in exc.errors()]
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 
@@ -267,7 +268,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Config:
+def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict[str, Any] | None = None,
+                schema: type[BaseModel] = Config) -> Any:
     """Defaults ← YAML file ← CLI flags (dotted keys) ← `--set` overrides, validated once at the end."""
     raw: dict[str, Any] = read_yaml(path) if path else {}
     for dotted, value in (flags or {}).items():
@@ -275,7 +277,7 @@ def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict
             set_dotted(raw, dotted.split("."), value)
     for text in overrides:
         set_dotted(raw, *parse_override(text))
-    return validate_config(raw, source=str(path) if path else "config")
+    return validate_config(raw, source=str(path) if path else "config", schema=schema)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -262,7 +262,8 @@ class StrokeClassifier(_OnFrozenEmbedder):
     @torch.no_grad()
     def segment(self, stroke_images: Tensor, stroke_valid: Tensor, group_valid: Tensor) -> Tensor:
         """N×S labels: each stroke's best part among its category's parts (−1 on padding)."""
-        logits = self(stroke_images, stroke_valid).masked_fill(~group_valid.unsqueeze(1), float("-inf"))
+        logits = self(stroke_images, stroke_valid)[..., : group_valid.size(1)]
+        logits = logits.masked_fill(~group_valid.unsqueeze(1), float("-inf"))
         return logits.argmax(2).masked_fill(~stroke_valid, -1)
 
 

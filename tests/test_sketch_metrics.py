@@ -56,6 +56,9 @@ def test_per_category_mean_and_pooled_overall():
     assert cat["sacc"] == pytest.approx(3 / 6)  # pooled over strokes
     assert cat["cacc"] == pytest.approx(2 / 4) and cat["num_sketches"] == 2
     assert dog["p_metric"] == 0 and dog["cacc"] == 0
+    assert cat["per_part"] == {"a": {"strokes": 3, "accuracy": pytest.approx(2 / 3)},
+                               "b": {"strokes": 3, "accuracy": pytest.approx(1 / 3)},
+                               "c": {"strokes": 0, "accuracy": None}}
     assert metrics["mean"]["sacc"] == pytest.approx((0.5 + 0) / 2)
     assert metrics["overall"]["sacc"] == pytest.approx(3 / 7)
     assert metrics["overall"]["c_metric"] == pytest.approx((1 + 0.25 + 0) / 3)

@@ -9,6 +9,7 @@
 * CAcc: share of all ground-truth groups (a part present in a sketch) with at least 75 % of their strokes right.
 
 ``mean`` averages each metric over categories (each category counts once); ``overall`` pools every sketch.
+Each category also lists every part's stroke count and stroke accuracy (``per_part``), to show rare parts.
 """
 
 from __future__ import annotations
@@ -72,8 +73,20 @@ def _summarise(scores: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def _part_accuracy(sketches: list[Sketch], predictions: list[np.ndarray]) -> dict[str, dict]:
+    """Stroke count and stroke accuracy of each part of one category (accuracy None for a part without strokes)."""
+    names = sketches[0].part_names
+    labels = np.concatenate([sketch.labels for sketch in sketches])
+    right = np.concatenate([p == sketch.labels for sketch, p in zip(sketches, predictions)])
+    size = max(len(names), int(labels.max()) + 1)
+    counts, hits = np.bincount(labels, minlength=size), np.bincount(labels, weights=right, minlength=size)
+    return {(names[k] if k < len(names) else f"part_{k}"): {
+        "strokes": int(counts[k]), "accuracy": float(hits[k] / counts[k]) if counts[k] else None} for k in range(size)}
+
+
 def sketch_metrics(sketches: Sequence[Sketch], predicted_labels: Sequence[np.ndarray]) -> dict:
-    """P/C-metric, SAcc and CAcc per category, their mean over categories and the pooled ``overall`` values.
+    """P/C-metric, SAcc and CAcc per category (with each part's stroke accuracy under ``per_part``), their mean
+    over categories and the pooled ``overall`` values.
 
     ``predicted_labels[i]`` holds one predicted part index per stroke of ``sketches[i]``.
     """
@@ -81,16 +94,20 @@ def sketch_metrics(sketches: Sequence[Sketch], predicted_labels: Sequence[np.nda
         raise ValueError(f"{len(sketches)} sketches but {len(predicted_labels)} predictions")
     if not sketches:
         raise ValueError("no sketches to evaluate")
-    by_category: dict[str, list[dict[str, float]]] = {}
+    by_category: dict[str, tuple[list[Sketch], list[np.ndarray]]] = {}
     for sketch, predicted in zip(sketches, predicted_labels):
         predicted = np.asarray(predicted).reshape(-1)
         if len(predicted) != sketch.num_strokes:
             raise ValueError(f"sketch {sketch.key!r} has {sketch.num_strokes} strokes but {len(predicted)} "
                              "predicted labels; predict one label per stroke")
-        by_category.setdefault(sketch.category, []).append(_sketch_scores(sketch, predicted))
-    per_category = {name: _summarise(scores) for name, scores in sorted(by_category.items())}
+        members, predictions = by_category.setdefault(sketch.category, ([], []))
+        members.append(sketch)
+        predictions.append(predicted)
+    scores = {name: [_sketch_scores(*pair) for pair in zip(*group)] for name, group in sorted(by_category.items())}
+    per_category = {name: {**_summarise(scores[name]), "per_part": _part_accuracy(*by_category[name])}
+                    for name in scores}
     mean = {key: float(np.mean([m[key] for m in per_category.values()])) for key in SKETCH_METRICS}
-    overall = _summarise([score for scores in by_category.values() for score in scores])
+    overall = _summarise([score for group in scores.values() for score in group])
     return {"per_category": per_category, "mean": mean, "overall": overall}
 
 

@@ -363,3 +363,34 @@ def test_readers_never_crash_on_mutated_records(tmp_path, fmt):
         assert len(sketch.strokes) == len(sketch.labels) > 0
         assert all(np.isfinite(stroke).all() and stroke.shape[1] == 2 for stroke in sketch.strokes)
         assert sketch.labels.min() >= 0 and sketch.labels.max() < len(sketch.part_names)
+
+
+def test_spg_folder_reader_on_a_crafted_folder(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "part_names").mkdir()
+    records = [{"key_id": f"k{i}", "drawing": [[[0, i + 1], [0, 0], [i % 2, i % 2]]]} for i in range(5)]
+    _write(tmp_path / "raw" / "cup_raw.ndjson.gz", [json.dumps(r) for r in records])
+    (tmp_path / "part_names" / "cup.txt").write_text("handle\nbody\n\n\n")
+    splits = {"cup": {"train": ["k3", "k0", "k4"], "valid": ["k1"], "test": ["k2", "k9"]}}
+    (tmp_path / "splits.json").write_text(json.dumps(splits))
+    train = read_spg_folder(tmp_path, "cup", "train")
+    assert [s.key for s in train] == ["k3", "k0", "k4"] and train[0].part_names == ["handle", "body"]
+    with pytest.warns(UserWarning, match="1 sketches of split test are missing"):
+        assert [s.key for s in read_spg_folder(tmp_path, ["cup"], "test")] == ["k2"]
+    with pytest.raises(SketchDataError, match="k9"):
+        read_spg_folder(tmp_path, "cup", "test", on_error="raise")
+    with pytest.raises(SketchDataError, match="split 'dev' is unknown"):
+        read_spg_folder(tmp_path, "cup", "dev")
+    (tmp_path / "splits.json").write_text(json.dumps({"cup": {"train": []}, "mug": {}}))
+    with pytest.raises(SketchDataError, match="lacks a key_id list for split valid"):
+        read_spg_folder(tmp_path, "cup", "valid")
+    with pytest.raises(SketchDataError, match="no mug_raw"):
+        read_spg_folder(tmp_path, "mug", "train")
+    (tmp_path / "part_names" / "cup.txt").unlink()
+    with pytest.raises(SketchDataError, match="cannot read the part names"):
+        read_spg_folder(tmp_path, "cup", "train")
+    (tmp_path / "splits.json").write_text("{")
+    with pytest.raises(SketchDataError, match="invalid JSON"):
+        read_spg_folder(tmp_path)
+    with pytest.raises(SketchDataError, match="splits.json: missing"):
+        read_spg_folder(tmp_path / "raw")

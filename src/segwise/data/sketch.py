@@ -187,7 +187,11 @@ def read_sketches(
 
 def read_part_names(path: str | Path) -> list[str]:
     """Part names of a category, one per line (line k = label k); trailing blank lines are dropped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SketchDataError(f"{path}: cannot read the part names ({exc}); give one UTF-8 line per part "
+                              "label") from None
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]
@@ -210,7 +214,10 @@ def read_spg_folder(
     if not splits_file.is_file():
         raise SketchDataError(f"{splits_file}: missing; point root at the spg_sketch folder (raw/, part_names/, "
                               "splits.json)")
-    splits = json.loads(splits_file.read_text(encoding="utf-8"))
+    try:
+        splits = json.loads(splits_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SketchDataError(f"{splits_file}: invalid JSON ({exc}); restore the file of the data set") from None
     if split not in (*SPLITS, "all"):
         raise SketchDataError(f"split {split!r} is unknown; choose one of {', '.join(SPLITS)} or all")
     wanted = list(splits) if categories is None else [categories] if isinstance(categories, str) else list(categories)
@@ -222,7 +229,11 @@ def read_spg_folder(
         raw = _find_raw(root, name)
         by_key = {s.key: s for s in read_sketches(raw, category=name, on_error=on_error,
                                                   part_names=read_part_names(root / "part_names" / f"{name}.txt"))}
-        keys = [k for part in SPLITS for k in splits[name][part]] if split == "all" else splits[name][split]
+        listed = splits[name] if isinstance(splits[name], dict) else {}
+        if any(not isinstance(listed.get(part), list) for part in (SPLITS if split == "all" else (split,))):
+            raise SketchDataError(f"{splits_file}: category {name} lacks a key_id list for split {split}; "
+                                  f"expected {{'{name}': {{'train': [...], 'valid': [...], 'test': [...]}}}}")
+        keys = [k for part in SPLITS for k in listed[part]] if split == "all" else listed[split]
         missing = [key for key in keys if key not in by_key]
         if missing and on_error == "raise":
             raise SketchDataError(f"{raw}: {len(missing)} key_ids of splits.json[{name}][{split}] are not in the file "

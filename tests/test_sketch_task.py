@@ -197,3 +197,10 @@ def test_spg_slice_trains_and_reports_p_and_c(tmp_path: Path, one_thread, capsys
     airplane = metrics["per_category"]["airplane"]
     print(f"SPG airplane slice: P {airplane['p_metric']:.3f} C {airplane['c_metric']:.3f}")
     assert airplane["num_sketches"] == 50 and airplane["c_metric"] > 0.25  # 4 parts: chance 0.25
+
+
+@pytest.mark.parametrize("name", ["sketch_spg.yaml", "sketch_cpu.yaml"])
+def test_shipped_sketch_configs_are_valid(name: str):
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / name, schema=task.SketchConfig)
+    assert config.segment.model == "contextseg" and config.optimizer.name == "Adam"
+    assert config.data.canvas % 2 ** config.embed.depth == 0

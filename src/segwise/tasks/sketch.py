@@ -243,7 +243,8 @@ class StrokeImageDataset(Dataset):
         sketch = self.sketches[i]
         sketch = replace(sketch, strokes=[sketch.strokes[s] for s in ids], labels=sketch.labels[list(ids)])
         if self.augment_p:
-            sketch = augment_sketch(sketch, rng, p=self.augment_p, canvas=FRAME)
+            # S0.4 stage 1: one affine (translate ±10 %, shear ±5°) on image and DF alike; no stroke dropping.
+            sketch = augment_sketch(sketch, rng, p=self.augment_p, drop_p=0.0, translate=0.1, shear=5.0, canvas=FRAME)
         ink = render_union(sketch, range(sketch.num_strokes), size=self.canvas, width=self.line_width, canvas=FRAME)
         return {"image": torch.from_numpy(ink > 0).float()[None],
                 "df": torch.from_numpy(np.asarray(distance_field(ink > 0, self.df_k), np.float32))[None]}

@@ -152,6 +152,19 @@ def test_contextseg_learns_parts_far_above_chance(trained, capsys):
     assert isinstance(model, ContextSeg) and set(model.categories) == {"house", "face", "tree"}
 
 
+def test_both_stages_log_sketch_images_to_tensorboard(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {}
+    for run in ("embed", "seg"):
+        events = EventAccumulator(str(trained["runs"] / run / "tensorboard"))
+        events.Reload()
+        tags[run] = events.Tags()
+    assert "val_embed/0" in tags["embed"]["images"] and "val/loss" in tags["embed"]["scalars"]
+    assert {"val_sketches/0", "val_sketches/1"} <= set(tags["seg"]["images"])
+    assert {"val/P", "val/C", "val/SAcc", "val/CAcc", "train/teacher_forcing"} <= set(tags["seg"]["scalars"])
+
+
 def test_predict_writes_coloured_svg_and_png_per_sketch(trained, tmp_path: Path):
     sketches = load_prepared(trained["data"] / "test.npz")[:2]
     source = tmp_path / "house.ndjson"
@@ -172,6 +185,8 @@ def test_baseline_trains_on_the_same_embedder(trained):
     assert main(["sketch", "train", str(trained["data"]), "--embed", str(trained["runs"] / "embed"), "--model",
                  "stroke_classifier", "--name", "base", "--log-dir", str(trained["runs"]), "--steps", "40", "-b", "16",
                  "--lr", "2e-3", *TINY, "--set", "trainer.val_every_steps=40"]) == 0
+    assert main(["sketch", "train", str(trained["data"]), "--embed", str(trained["runs"] / "base"), "--name", "x",
+                 "--log-dir", str(trained["runs"]), *TINY]) == 2  # a stage-2 run is no embedder: a clear error
     spec = yaml.safe_load((trained["runs"] / "base" / "model.yaml").read_text())
     assert spec["name"] == "stroke_classifier"
     metrics = task.evaluate(trained["runs"] / "base", trained["data"], "test", limit=10)

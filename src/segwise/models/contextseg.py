@@ -203,11 +203,14 @@ class _OnFrozenEmbedder(nn.Module):
 
 
 class ContextSeg(_OnFrozenEmbedder):
-    """Frozen stage-1 embedder + context transformer (one decoding step per part of the sketch's category)."""
+    """Frozen stage-1 embedder + context transformer (one decoding step per part of the sketch's category);
+    `threshold` is the membership probability at which a decoding step claims a stroke."""
 
-    def __init__(self, embed: dict, transformer: dict, categories: dict[str, list[str]]) -> None:
+    def __init__(self, embed: dict, transformer: dict, categories: dict[str, list[str]],
+                 threshold: float = 0.5) -> None:
         super().__init__(embed, categories)
         self.transformer = ContextTransformer(code_size=self.embedder.code_size, **transformer)
+        self.threshold = threshold
 
     def forward(self, stroke_images: Tensor, stroke_valid: Tensor, decoder_images: Tensor,
                 group_valid: Tensor) -> Tensor:
@@ -218,8 +221,8 @@ class ContextSeg(_OnFrozenEmbedder):
         return self.transformer(stroke_codes, stroke_valid, group_codes, group_valid)
 
     @torch.no_grad()
-    def decoder_inputs(self, stroke_images: Tensor, stroke_valid: Tensor, group_valid: Tensor,
-                       threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    def decoder_inputs(self, stroke_images: Tensor, stroke_valid: Tensor, group_valid: Tensor
+                       ) -> tuple[Tensor, Tensor]:
         """Auto-regressive decoding: each step's thresholded strokes, drawn and encoded, feed the next step.
 
         Returns (N×G×S logits of every step, N×(G−1)×H×W images of the groups fed back), as at inference.
@@ -233,7 +236,7 @@ class ContextSeg(_OnFrozenEmbedder):
             rows.append(row)
             if step == steps - 1:
                 break
-            members = (row.sigmoid() > threshold) & stroke_valid
+            members = (row.sigmoid() > self.threshold) & stroke_valid
             image = union_images(stroke_images, members.unsqueeze(1))
             images.append(image)
             codes = torch.cat([codes, self.encode_images(image, group_valid[:, step + 1:step + 2])], 1)
@@ -244,7 +247,7 @@ class ContextSeg(_OnFrozenEmbedder):
     def segment(self, stroke_images: Tensor, stroke_valid: Tensor, group_valid: Tensor) -> Tensor:
         """N×S stroke labels by auto-regressive decoding and the last-wins post-process (−1 on padding)."""
         logits, _ = self.decoder_inputs(stroke_images, stroke_valid, group_valid)
-        return last_wins(logits, stroke_valid, group_valid)
+        return last_wins(logits, stroke_valid, group_valid, self.threshold)
 
 
 class StrokeClassifier(_OnFrozenEmbedder):
@@ -276,8 +279,10 @@ def _contextseg_embed(*, in_channels: int = 1, classes: int = 1, **kwargs) -> St
 
 @register_model("contextseg")
 def _contextseg(*, in_channels: int = 1, classes: int = 2, embed: dict | None = None,
-                transformer: dict | None = None, categories: dict[str, list[str]] | None = None) -> ContextSeg:
-    return ContextSeg(embed or {}, transformer or {}, categories or {"sketch": [f"part_{i}" for i in range(classes)]})
+                transformer: dict | None = None, categories: dict[str, list[str]] | None = None,
+                threshold: float = 0.5) -> ContextSeg:
+    return ContextSeg(embed or {}, transformer or {}, categories or {"sketch": [f"part_{i}" for i in range(classes)]},
+                      threshold)
 
 
 @register_model("stroke_classifier")

@@ -40,9 +40,9 @@ from segwise.models import create_model
 from segwise.models.contextseg import ContextSeg, StrokeClassifier, StrokeEmbedder, union_images
 from segwise.visualize import default_palette, side_by_side
 
-# Matplotlib's tab10: distinct colours on a white page, one per part (more parts fall back to the VOC palette).
 LOGGED_METRICS = {"p_metric": "P", "c_metric": "C", "sacc": "SAcc", "cacc": "CAcc"}  # metric key → log name
 FRAME = 256  # sketches are normalised into this coordinate frame (S0.1) and drawn at any canvas size from it
+# Matplotlib's tab10: distinct colours on a white page, one per part (more parts fall back to the VOC palette).
 PART_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
                 (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
@@ -454,7 +454,7 @@ class SketchSegmentTask(_SketchTask):
         if teacher_forcing:
             decoder_images = union_images(strokes, target[:, :-1].clamp_min(0) > 0)
         else:
-            _, decoder_images = self.model.decoder_inputs(strokes, valid, groups, self.config.segment.threshold)
+            _, decoder_images = self.model.decoder_inputs(strokes, valid, groups)
         return self.loss(self.model(strokes, valid, decoder_images, groups), target)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -553,6 +553,7 @@ def _segment_spec(config: SketchConfig, embed_spec: ModelSpec, parts: dict[str, 
     args: dict[str, Any] = {"embed": dict(embed_spec.args), "categories": parts}
     if s.model == "contextseg":
         args["transformer"] = s.transformer.model_dump()
+        args["threshold"] = s.threshold
     else:
         args["hidden"] = s.classifier_hidden
     names = next(iter(parts.values())) if len(parts) == 1 else [f"part_{g}" for g in range(groups)]

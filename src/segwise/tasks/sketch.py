@@ -479,6 +479,7 @@ class SketchSegmentTask(_SketchTask):
     def on_validation_epoch_end(self) -> None:
         if not self._predicted:
             return
+        # Under DDP each rank scores its own shard of the validation sketches; the logged values are rank means.
         indices = sorted(self._predicted)
         sketches = [self.val_sketches[i] for i in indices]
         metrics = sketch_metrics(sketches, [self._predicted[i] for i in indices])

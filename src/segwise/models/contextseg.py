@@ -163,7 +163,9 @@ def union_images(stroke_images: Tensor, members: Tensor) -> Tensor:
     group image without going back to the vector data (and works for predicted groups inside the model).
     """
     weighted = stroke_images.unsqueeze(1) * members.to(stroke_images.dtype)[..., None, None]
-    return weighted.amax(2) if members.size(2) else stroke_images.new_zeros(*members.shape[:2], *stroke_images.shape[2:])
+    if not members.size(2):
+        return stroke_images.new_zeros(*members.shape[:2], *stroke_images.shape[2:])
+    return weighted.amax(2)
 
 
 def last_wins(logits: Tensor, stroke_valid: Tensor, group_valid: Tensor, threshold: float = 0.5) -> Tensor:

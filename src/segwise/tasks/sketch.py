@@ -156,7 +156,8 @@ def load_sketches(root: Path | None, split: str, categories: list[str] | None = 
         found = {s.category for s in sketches}
         missing = sorted(set(categories) - found)
         if missing:
-            raise DataError(f"{root} [{split}] has no sketches of {', '.join(missing)}; it has {', '.join(sorted(found))}")
+            raise DataError(f"{root} [{split}] has no sketches of {', '.join(missing)}; "
+                            f"it has {', '.join(sorted(found))}")
         sketches = [s for s in sketches if s.category in categories]
     if limit:
         sketches = first_per_category(sketches, limit)
@@ -370,9 +371,10 @@ class _SketchTask(L.LightningModule):
 
     def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
         if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite training loss ({loss.item()}) at global step {self.global_step} (batch "
-                                f"{batch_idx}); the last good checkpoint in {self.trainer.default_root_dir}/checkpoints "
-                                "was kept. Lower optimizer.lr or enable trainer.grad_clip.")
+            raise TrainingError(f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
+                                f"(batch {batch_idx}); the last good checkpoint in "
+                                f"{self.trainer.default_root_dir}/checkpoints was kept. Lower optimizer.lr or enable "
+                                "trainer.grad_clip.")
 
     def _write_images(self, tag: str, panels: list[np.ndarray]) -> None:
         if self.global_rank != 0 or self.logger is None or not hasattr(self.logger, "experiment"):
@@ -486,7 +488,8 @@ class SketchSegmentTask(_SketchTask):
         for key, name in LOGGED_METRICS.items():
             self.log(f"val/{name}", float(metrics["mean"][key]), prog_bar=name == "C", sync_dist=True)
         canvas, width = self.spec.image_size[0], self.model.embedder.line_width
-        panels = [side_by_side([draw_parts(s, s.labels, canvas, width), draw_parts(s, self._predicted[i], canvas, width)],
+        panels = [side_by_side([draw_parts(s, s.labels, canvas, width),
+                                draw_parts(s, self._predicted[i], canvas, width)],
                                ["ground truth", "prediction"], f"{s.category} {s.key}")
                   for i, s in zip(indices[: self.config.trainer.log_images], sketches)]
         self._write_images("val_sketches", panels)
@@ -527,7 +530,8 @@ def train_embed(config: SketchConfig, callbacks: list[L.Callback] = ()) -> Path:
     spec = _embed_spec(config)
     model = create_model(spec.name, **spec.args)  # checks canvas vs depth before any data is read
     train = load_sketches(data.root, data.train_split, data.categories, data.max_per_category)
-    vals = [load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)] if data.val_split else []
+    vals = ([load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)]
+            if data.val_split else [])
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     seed = config.trainer.seed
     train_set = StrokeImageDataset(train, data.canvas, data.line_width, data.df_k, data.augment_p, seed)
@@ -567,7 +571,8 @@ def train_segment(config: SketchConfig, embed_run: Path, callbacks: list[L.Callb
     embedder, embed_spec = load_embedder(embed_run)
     data, seed = config.data, config.trainer.seed
     train = load_sketches(data.root, data.train_split, data.categories, data.max_per_category)
-    vals = load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category) if data.val_split else []
+    vals = (load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)
+            if data.val_split else [])
     parts = category_parts(train + vals)
     spec = _segment_spec(config, embed_spec, parts)
     model = create_model(spec.name, **spec.args)
@@ -596,7 +601,8 @@ def load_segmenter(model_path: Path, device: str | None = None) -> tuple[Context
     return model, spec
 
 
-def segment_sketches(model: ContextSeg | StrokeClassifier, sketches: list[Sketch], batch_size: int = 16) -> list[np.ndarray]:
+def segment_sketches(model: ContextSeg | StrokeClassifier, sketches: list[Sketch],
+                     batch_size: int = 16) -> list[np.ndarray]:
     """Part label of every stroke of every sketch (auto-regressive decoding with last-wins for ContextSeg)."""
     device = next(model.parameters()).device
     dataset = SketchDataset(sketches, model.categories, model.embedder.image_size, model.embedder.line_width)

@@ -115,8 +115,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, one_thread) -> dict[str, P
     assert main(["sketch", "train-embed", str(data), "--name", "embed", "--log-dir", str(runs), "--steps", "120",
                  "-b", "32", "--lr", "2e-3", *TINY, "--set", "trainer.val_every_steps=120"]) == 0
     assert main(["sketch", "train", str(data), "--embed", str(runs / "embed"), "--name", "seg", "--log-dir",
-                 str(runs), "--steps", "240", "-b", "16", "--lr", "2e-3", *TINY, *TRANSFORMER,
-                 "--set", "segment.teacher_forcing_steps=150", "--set", "trainer.val_every_steps=120"]) == 0
+                 str(runs), "--steps", "400", "-b", "16", "--lr", "2e-3", *TINY, *TRANSFORMER,
+                 "--set", "segment.teacher_forcing_steps=250", "--set", "trainer.val_every_steps=200"]) == 0
     return {"data": data, "runs": runs}
 
 
@@ -147,7 +147,7 @@ def test_contextseg_learns_parts_far_above_chance(trained, capsys):
     c_metric = metrics["mean"]["c_metric"]
     print(f"C-metric {c_metric:.3f}, P {metrics['mean']['p_metric']:.3f}; chance {chance:.3f}, "
           f"per-sketch majority oracle {majority:.3f}")
-    assert c_metric > 2 * chance and c_metric > majority
+    assert c_metric > 2 * chance and c_metric > majority + 0.1
     model, spec = load_model(trained["runs"] / "seg")
     assert isinstance(model, ContextSeg) and set(model.categories) == {"house", "face", "tree"}
 

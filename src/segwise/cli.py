@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_parser(sub)
     _rle_parser(sub)
     _trimap_parser(sub)
+    _sketch_parser(sub)
     sub.add_parser("models", help="list every architecture and encoder create_model accepts")
     _convert_parser(sub)
     return parser
@@ -462,8 +463,105 @@ def cmd_trimap(args: argparse.Namespace) -> None:
     print(trimap.format_results(results))
 
 
+# ---- sketch segmentation (ContextSeg) -----------------------------------------------------------------------
+SKETCH_FLAGS: dict[str, str] = {
+    "categories": "data.categories", "max_per_category": "data.max_per_category", "canvas": "data.canvas",
+    "batch": "data.batch_size", "workers": "data.num_workers", "lr": "optimizer.lr", "epochs": "trainer.max_epochs",
+    "steps": "trainer.max_steps", "accelerator": "trainer.accelerator", "devices": "trainer.devices",
+    "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir", "model": "segment.model",
+}
+
+
+def _sketch_parser(sub: Any) -> None:
+    p = sub.add_parser("sketch", help="sketch part segmentation (ContextSeg): prepare, train-embed, train, eval, "
+                                      "predict", description="Vector sketches (SPG, SketchGNN ndjson, CreativeSketch)"
+                                                             " → a part label per stroke.")
+    ssub = p.add_subparsers(dest="sketch_command", required=True)
+    prep = ssub.add_parser("prepare", help="cache sketch splits as OUT/<split>.npz (normalised vectors)")
+    prep.add_argument("source", type=Path, nargs="?", help="SPG folder (splits.json) or one sketch file")
+    prep.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    prep.add_argument("--splits", action=_ListAction, default=["train", "valid", "test"], help="splits to write")
+    prep.add_argument("--categories", action=_ListAction, help="categories to keep (default: all)")
+    prep.add_argument("--synthetic", type=int, metavar="N",
+                      help="instead of SOURCE: N procedural training sketches per category (N/5 for other splits)")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the procedural sketches")
+    for name, text in (("train-embed", "stage 1: train the stroke autoencoder"),
+                       ("train", "stage 2: train the context transformer on a stage-1 run")):
+        t = ssub.add_parser(name, help=text, description=f"{text}. Re-running with the same --name resumes.")
+        t.add_argument("data", type=Path, help="SPG folder, `sketch prepare` folder or sketch file")
+        if name == "train":
+            t.add_argument("--embed", type=Path, required=True, metavar="RUN", help="run directory of train-embed")
+            t.add_argument("--model", choices=["contextseg", "stroke_classifier"],
+                           help="contextseg (default) or the per-stroke baseline without context")
+        t.add_argument("--categories", action=_ListAction, help="categories to train on (default: all)")
+        t.add_argument("--max-per-category", type=int, metavar="N", help="first N training sketches of each")
+        t.add_argument("--canvas", type=int, help="image side of stroke images (stage 1; default 256)")
+        t.add_argument("-b", "--batch", type=int, help="batch size")
+        t.add_argument("--lr", type=float, help="learning rate")
+        t.add_argument("-e", "--epochs", type=int, help="number of epochs")
+        t.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
+        t.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
+        t.add_argument("--accelerator", "--device", choices=["auto", "cpu", "gpu", "cuda", "mps"])
+        t.add_argument("--cpu", action="store_true", help="same as --accelerator cpu")
+        t.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
+        t.add_argument("--seed", type=int, help="random seed")
+        t.add_argument("--name", help="run name; the same name resumes")
+        t.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
+        t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
+        t.add_argument("--config", type=Path, help="YAML config (sections data, embed, segment, optimizer, ...)")
+        t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config key, e.g. --set segment.transformer.num_layers=2")
+    ev = ssub.add_parser("eval", help="P/C/SAcc/CAcc per category of a trained model on a split")
+    ev.add_argument("model", type=Path, help="run directory of `sketch train` (or its model.yaml / .ckpt)")
+    ev.add_argument("data", type=Path, help="SPG folder, `sketch prepare` folder or sketch file")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--categories", action=_ListAction, help="categories to evaluate (default: the model's)")
+    ev.add_argument("--limit", type=int, metavar="N", help="first N sketches of each category")
+    ev.add_argument("-o", "--out", type=Path, help="output folder (default RUN/eval)")
+    ev.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    pr = ssub.add_parser("predict", help="colour each stroke by its part: OUT/<key>.svg and .png + labels.json")
+    pr.add_argument("model", type=Path, help="run directory of `sketch train` (or its model.yaml / .ckpt)")
+    pr.add_argument("input", type=Path, help="sketch file in any reader format (SPG JSON, ndjson, CreativeSketch)")
+    pr.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    pr.add_argument("--category", help="category of the sketches (default: from the file name / the model's only)")
+    pr.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+
+
+def cmd_sketch(args: argparse.Namespace) -> None:
+    if args.sketch_command in ("train-embed", "train"):
+        from segwise.config import load_config
+        from segwise.tasks.sketch import SketchConfig
+
+        flags = {SKETCH_FLAGS[n]: getattr(args, n) for n in SKETCH_FLAGS if getattr(args, n, None) is not None}
+        flags["data.root"] = str(args.data)
+        if args.cpu:
+            flags["trainer.accelerator"] = "cpu"
+        if args.no_resume:
+            flags["run.resume"] = False
+        config = load_config(args.config, args.overrides, flags, schema=SketchConfig)
+    from segwise.tasks import sketch
+
+    if args.sketch_command == "prepare":
+        written = sketch.prepare_splits(args.out, args.splits, args.source, args.categories, args.synthetic, args.seed)
+        print("\n".join(f"prepared {path}" for path in written))
+    elif args.sketch_command == "train-embed":
+        _print_run_summary(sketch.train_embed(config))
+    elif args.sketch_command == "train":
+        _print_run_summary(sketch.train_segment(config, args.embed))
+    elif args.sketch_command == "eval":
+        metrics = sketch.evaluate(args.model, args.data, args.split, args.categories, args.out, args.limit,
+                                  args.device)
+        from segwise.metrics.sketch import format_sketch_table
+
+        print(format_sketch_table(metrics))
+        print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
+    else:
+        written = sketch.predict(args.model, args.input, args.out, args.category, args.device)
+        print(f"segmented {len(written)} sketch(es) into {args.out} (.svg, .png, labels.json)")
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
-            "rle": cmd_rle, "convert": cmd_convert, "trimap": cmd_trimap}
+            "rle": cmd_rle, "convert": cmd_convert, "trimap": cmd_trimap, "sketch": cmd_sketch}
 
 
 def main(argv: list[str] | None = None) -> int:

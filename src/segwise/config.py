@@ -28,11 +28,13 @@ def _as_size(value: Any) -> Any:
     return value
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the data lies and how masks become class indices (see README § Data)."""
 
     root: Path | None = None
@@ -88,7 +90,7 @@ class DataConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """Which network: any name of `segwise models`; `args` go to its constructor unchanged."""
 
     name: str = "unet"
@@ -97,7 +99,7 @@ class ModelConfig(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     """A weighted sum of registered losses, e.g. `ce + 0.5*dice`."""
 
     name: str = "ce"
@@ -109,7 +111,7 @@ class LossConfig(_Strict):
     som_ratio: float = Field(0.1, gt=0, le=1, description="share of pixels kept by small-object mining (som)")
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     """Any `torch.optim` class by name; `backbone_lr_factor` scales the encoder's LR (S2 differential_lr = 0.1)."""
 
     name: str = "AdamW"
@@ -119,7 +121,7 @@ class OptimizerConfig(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(StrictModel):
     """LR schedule; poly/cosine/onecycle step every iteration, step/plateau every epoch."""
 
     name: Literal["poly", "cosine", "onecycle", "step", "plateau", "constant"] = "poly"
@@ -132,7 +134,7 @@ class SchedulerConfig(_Strict):
     onecycle_pct_start: float = Field(0.3, gt=0, lt=1)
 
 
-class TrainerConfig(_Strict):
+class TrainerConfig(StrictModel):
     """Loop length, validation/checkpoint cadence, precision, devices and reproducibility."""
 
     max_epochs: int | None = Field(20, ge=1)
@@ -162,7 +164,7 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Where the run directory goes: `<log_dir>/<name>`; the same name resumes (S3)."""
 
     name: str | None = None
@@ -176,7 +178,7 @@ class RunConfig(_Strict):
     resume: bool = True
 
 
-class TrimapConfig(_Strict):
+class TrimapConfig(StrictModel):
     """Trimap segmentation (`segwise trimap`, S1): matting targets and prompt-mask corruption probabilities."""
 
     trimap_dir: str | None = Field(None, description="folder of GT trimaps beside original/ and mask/ (default trimap/)")
@@ -187,7 +189,7 @@ class TrimapConfig(_Strict):
     hole_drop: float = Field(0.2, ge=0, le=1, description="probability of a hole cut at the prompt's boundary")
 
 
-class Config(_Strict):
+class Config(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -199,20 +201,21 @@ class Config(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (paths as strings, tuples as lists)."""
-        return _plain(self.model_dump(mode="json"))
+        return plain_data(self.model_dump(mode="json"))
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
+    """Tuples → lists, recursively, so YAML holds plain lists."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(path: tuple[Any, ...], root: type[BaseModel] = Config) -> type[BaseModel] | None:
     """The pydantic model class that owns the key at `path` (for suggestions)."""
-    model: type[BaseModel] = Config
+    model: type[BaseModel] = root
     for part in path[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
@@ -222,10 +225,10 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
     key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        owner = _model_at(error["loc"])
+        owner = _model_at(error["loc"], root)
         known = list(owner.model_fields) if owner else []
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.5)
         hint = f"; did you mean '{'.'.join(str(p) for p in error['loc'][:-1] + (close[0],))}'?" if close else ""
@@ -234,12 +237,13 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key} = {value!r}: {error['msg']}" if key else f"{error['msg']}"
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
-    """Build a Config from a nested dict, turning pydantic errors into one readable ConfigError."""
+def validate_config(raw: dict[str, Any], source: str = "config", schema: type[BaseModel] = Config) -> Any:
+    """Build a Config (or another task's `schema`) from a nested dict, turning pydantic errors into one
+    readable ConfigError."""
     try:
-        return Config.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
+        lines = [_describe(e, schema) for e in exc.errors()]
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 
@@ -291,7 +295,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict[str, Any] | None = None) -> Config:
+def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict[str, Any] | None = None,
+                schema: type[BaseModel] = Config) -> Any:
     """Defaults ← YAML file ← CLI flags (dotted keys) ← `--set` overrides, validated once at the end."""
     raw: dict[str, Any] = read_yaml(path) if path else {}
     for dotted, value in (flags or {}).items():
@@ -299,7 +304,7 @@ def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict
             set_dotted(raw, dotted.split("."), value)
     for text in overrides:
         set_dotted(raw, *parse_override(text))
-    return validate_config(raw, source=str(path) if path else "config")
+    return validate_config(raw, source=str(path) if path else "config", schema=schema)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -39,7 +39,7 @@ def tolerate_batch_of_one(model: nn.Module) -> nn.Module:
     return model
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
              "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
@@ -49,7 +49,7 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     random.setstate((state["python_version"], tuple(state["python"]), None))
@@ -180,8 +180,8 @@ class SegmentationTask(L.LightningModule):
 
     # ---- checkpoint extras ----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["segwise"] = {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "rng": _rng_state()}
+        checkpoint["segwise"] = {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "segwise" in checkpoint:
-            _set_rng_state(checkpoint["segwise"]["rng"])
+            set_rng_state(checkpoint["segwise"]["rng"])

@@ -461,3 +461,14 @@ def normalize(sketch: Sketch, canvas: int = 256, box: int = 156) -> Sketch:
     offset = (canvas - (high - low) * scale) / 2.0 - low * scale
     strokes = [(stroke * scale + offset).astype(np.float32) for stroke in sketch.strokes]
     return replace(sketch, strokes=strokes, labels=sketch.labels.copy())
+
+
+def category_parts(sketches: Sequence[Sketch]) -> dict[str, list[str]]:
+    """Category → part names, checking that every sketch of a category uses the same list."""
+    names: dict[str, list[str]] = {}
+    for sketch in sketches:
+        known = names.setdefault(sketch.category, list(sketch.part_names))
+        if known != list(sketch.part_names):
+            raise SketchDataError(f"sketch {sketch.key!r} of category {sketch.category!r} has part names "
+                                  f"{sketch.part_names}, others have {known}; read each category with one list")
+    return names

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segwise.data.sketch import Sketch, SketchDataError, normalize
+from segwise.data.sketch import Sketch, SketchDataError, category_parts, normalize
 from segwise.io_utils import atomic_write
 
 __all__ = ["CACHE_VERSION", "load_prepared", "prepare"]
@@ -39,7 +39,7 @@ def prepare(
     if canvas is not None:
         sketches = [normalize(sketch, canvas=canvas, box=box) for sketch in sketches]
     categories = sorted({sketch.category for sketch in sketches})
-    part_names = _part_names_by_category(sketches)
+    part_names = category_parts(sketches)
     strokes = [stroke for sketch in sketches for stroke in sketch.strokes]
     arrays = {
         "version": np.array(CACHE_VERSION),
@@ -59,17 +59,6 @@ def prepare(
 
     atomic_write(out, write)
     return out
-
-
-def _part_names_by_category(sketches: Sequence[Sketch]) -> dict[str, list[str]]:
-    """One part-name list per category; sketches of a category that disagree are an error."""
-    names: dict[str, list[str]] = {}
-    for sketch in sketches:
-        known = names.setdefault(sketch.category, list(sketch.part_names))
-        if known != list(sketch.part_names):
-            raise SketchDataError(f"sketch {sketch.key!r} of category {sketch.category!r} has part names "
-                                  f"{sketch.part_names}, others have {known}; read each category with one list")
-    return names
 
 
 def load_prepared(path: str | os.PathLike) -> list[Sketch]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from segwise.config import (OptimizerConfig, RunConfig, SchedulerConfig, TrainerConfig, plain_data, StrictModel, merge,
                             save_config)
 from segwise.data.io import write_png
-from segwise.data.sketch import Sketch, normalize, read_sketches, read_spg_folder
+from segwise.data.sketch import Sketch, category_parts, normalize, read_sketches, read_spg_folder
 from segwise.data.sketch_cache import load_prepared, prepare
 from segwise.data.sketch_synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
 from segwise.data.sketch_raster import augment_sketch, distance_field, render_strokes, render_union
@@ -198,14 +198,9 @@ def prepare_splits(out_dir: Path, splits: list[str], source: Path | None = None,
     return written
 
 
-def category_parts(sketches: list[Sketch]) -> dict[str, list[str]]:
-    """Category → part names, checking that every sketch of a category uses the same list."""
-    parts: dict[str, list[str]] = {}
-    for sketch in sketches:
-        known = parts.setdefault(sketch.category, list(sketch.part_names))
-        if known != list(sketch.part_names):
-            raise DataError(f"sketch {sketch.key!r} of {sketch.category!r} has parts {sketch.part_names} but others "
-                            f"have {known}; give every file of a category the same part names")
+def named_category_parts(sketches: list[Sketch]) -> dict[str, list[str]]:
+    """Category → part names; training needs every category to name its parts."""
+    parts = category_parts(sketches)
     for category, names in parts.items():
         if not names:
             raise DataError(f"category {category!r} has no part names; read it with part_names")
@@ -573,7 +568,7 @@ def train_segment(config: SketchConfig, embed_run: Path, callbacks: list[L.Callb
     train = load_sketches(data.root, data.train_split, data.categories, data.max_per_category)
     vals = (load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)
             if data.val_split else [])
-    parts = category_parts(train + vals)
+    parts = named_category_parts(train + vals)
     spec = _segment_spec(config, embed_spec, parts)
     model = create_model(spec.name, **spec.args)
     model.embedder.load_state_dict(embedder.state_dict())

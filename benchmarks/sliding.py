@@ -3,10 +3,13 @@
 Every contender runs the same network (smp Unet, random init with one seed, eval mode) with the same windows
 (size, overlap, MONAI's placement), batch of windows and blending, from the same GeoTIFF to a class GeoTIFF:
 
-- `segwise`:  `segwise.inference.predict_raster` (rows read, blended and written band by band);
+- `segwise`:  `segwise.inference.Predictor(...).predict_raster` (rows read, blended and written band by band; the
+              Predictor runs the network in channels_last memory format, as it does for every user);
 - `segwise-memory`: segwise's in-memory `SlidingWindow` mode on the whole image tensor (optional, --memory-mode);
 - `monai`:    the image read whole, `monai.inferers.sliding_window_inference` (softmax per window, output on the
               CPU), argmax, class GeoTIFF written whole;
+- `monai-cl`: MONAI as above with the network switched to channels_last by hand (not MONAI's default), which
+              separates the memory-format gain from the engine's own;
 - `naive`:    mmseg's `slide_inference` pattern: full-size float32 probability sum and count map, one window
               per forward, constant weights.
 
@@ -41,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("segwise", "segwise-memory", "monai", "naive")
+CONTENDERS = ("segwise", "segwise-memory", "monai", "monai-cl", "naive")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -236,12 +239,16 @@ def run_one(args: argparse.Namespace) -> dict:
                                  in_channels=args.bands, classes=args.classes).to(device).eval()
     mean, std = [127.0] * args.bands, [64.0] * args.bands
     from segwise.engine.checkpoint import ModelSpec
-    from segwise.inference import SlidingWindow, plan_windows, predict_raster
+    from segwise.inference import Predictor, SlidingWindow, plan_windows
 
     spec = ModelSpec(name=args.model, encoder=args.encoder, args={}, in_channels=args.bands,
                      num_classes=args.classes, class_names=[f"c{i}" for i in range(args.classes)],
                      palette=[[i, i, i] for i in range(args.classes)], mean=mean, std=std)
     mode = SlidingWindow(args.window, overlap=args.overlap, batch_size=args.batch, blend=args.blend)
+    if args.run_one == "segwise":
+        predictor = Predictor(model, spec, device, mode)  # what `segwise predict` runs (model in channels_last)
+    elif args.run_one == "monai-cl":
+        model = model.to(memory_format=torch.channels_last)
     with rasterio.open(args.input) as src:
         height, width, profile = src.height, src.width, src.profile
     windows = len(plan_windows(height, width, args.window, overlap=args.overlap))
@@ -254,8 +261,7 @@ def run_one(args: argparse.Namespace) -> dict:
     cpu_started = cpu_seconds()
     started = time.perf_counter()
     if args.run_one == "segwise":
-        predict_raster(model, spec, args.input, args.output, mode=mode, stride=32, device=device, progress=False,
-                       overwrite=True)
+        predictor.predict_raster(args.input, args.output, overwrite=True, progress=False)
     else:
         with torch.inference_mode():
             labels = whole_image(args, model, device, mode, mean, std)
@@ -283,7 +289,7 @@ def whole_image(args, model, device, mode, mean, std) -> np.ndarray:
     image = torch.from_numpy(pixels).to(device)[None].float()
     del pixels
     image.sub_(mean[0]).div_(std[0])
-    if args.run_one == "monai":
+    if args.run_one in ("monai", "monai-cl"):
         from monai.inferers import sliding_window_inference
 
         probs = sliding_window_inference(image, args.window, args.batch, lambda x: model(x).softmax(1),

@@ -242,3 +242,24 @@ def test_build_mode_from_options():
         build_mode("whole", flip="x")
     with pytest.raises(ConfigError, match="mode"):
         build_mode("tiles")
+
+
+def test_predictor_runs_the_network_in_channels_last_with_the_same_probabilities():
+    import numpy as np
+    import segmentation_models_pytorch as smp
+
+    from segwise.engine.checkpoint import ModelSpec
+    from segwise.inference import Predictor
+
+    torch.manual_seed(0)
+    model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3, encoder_depth=3,
+                     decoder_channels=(32, 16, 8)).eval()
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    spec = ModelSpec(name="unet", encoder="resnet18", args={}, in_channels=3, num_classes=3,
+                     class_names=["a", "b", "c"], palette=[[0, 0, 0]] * 3, mean=[127.0] * 3, std=[64.0] * 3)
+    with torch.inference_mode():
+        expected = WholeImage()(model, torch.from_numpy((image.transpose(2, 0, 1) - 127.0) / 64.0).float()[None],
+                                8)[0].numpy()
+    predictor = Predictor(model, spec, "cpu")
+    assert predictor.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(predictor.predict_proba(image), expected, atol=1e-5)

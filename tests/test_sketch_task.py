@@ -131,6 +131,10 @@ def test_embed_stage_exports_a_loadable_embedder_and_resumes(trained, capsys):
                  "--steps", "125", "-b", "32", *TINY, "--set", "trainer.val_every_steps=125"]) == 0
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 125
+    # Resuming with another network size would load mismatched weights: refused, naming the setting.
+    assert main(["sketch", "train-embed", str(trained["data"]), "--name", "embed", "--log-dir", str(trained["runs"]),
+                 "--steps", "130", "-b", "32", *TINY, "--set", "embed.root_features=8"]) == 2
+    assert "was trained with args=" in capsys.readouterr().err
 
 
 def test_contextseg_learns_parts_far_above_chance(trained, capsys):

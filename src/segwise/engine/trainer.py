@@ -8,11 +8,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from segwise.config import RunConfig, TrainerConfig
 from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel
+from segwise.engine.checkpoint import ModelSpec
 from segwise.errors import CheckpointError
 
 
@@ -30,6 +32,20 @@ def last_checkpoint(run_dir: Path, run: RunConfig) -> Path | None:
         raise CheckpointError(f"run {run_dir} already exists and run.resume is off (--no-resume); "
                               "choose another --name, or drop --no-resume to continue it")
     return last if last.is_file() else None
+
+
+def check_resumable(run_dir: Path, spec: ModelSpec,
+                    keys: Sequence[str] = ("name", "encoder", "in_channels", "num_classes")) -> None:
+    """A run may only resume with the model it was started with (same `keys` of its model.yaml)."""
+    stored_file = run_dir / "model.yaml"
+    if not stored_file.is_file():
+        return
+    stored = ModelSpec.from_dict(yaml.safe_load(stored_file.read_text()), str(stored_file))
+    for key in keys:
+        if getattr(stored, key) != getattr(spec, key):
+            raise CheckpointError(
+                f"run {run_dir} was trained with {key}={getattr(stored, key)!r} but the data/config now give "
+                f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
 
 
 def precision_for(t: TrainerConfig) -> str:

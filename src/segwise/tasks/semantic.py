@@ -23,7 +23,7 @@ from segwise.data.validate import DatasetReport, compute_mean_std, validate_samp
 from segwise.engine.checkpoint import ModelSpec, resolve_model_path
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
-from segwise.engine.trainer import build_trainer, fit, last_checkpoint, run_directory
+from segwise.engine.trainer import build_trainer, check_resumable, fit, last_checkpoint, run_directory
 from segwise.engine.optim import optimizer_class
 from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.inference.ensemble import Ensemble
@@ -143,19 +143,6 @@ def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: l
 
 
 # ---- training -----------------------------------------------------------------------------------------------
-def check_resumable(run_dir: Path, spec: ModelSpec) -> None:
-    """A run may only resume on data with the same classes and channels as its model."""
-    stored_file = run_dir / "model.yaml"
-    if not stored_file.is_file():
-        return
-    stored = ModelSpec.from_dict(yaml.safe_load(stored_file.read_text()), str(stored_file))
-    for key in ("name", "encoder", "in_channels", "num_classes"):
-        if getattr(stored, key) != getattr(spec, key):
-            raise CheckpointError(
-                f"run {run_dir} was trained with {key}={getattr(stored, key)!r} but the data/config now give "
-                f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
-
-
 def check_names(config: Config) -> None:
     """Fail on a misspelt model, loss or optimizer before any data is read or any directory is made."""
     model_entry(config.model.name)

@@ -31,7 +31,7 @@ from segwise.engine.checkpoint import ModelSpec, load_model
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import rng_state, set_rng_state
 from segwise.engine.optim import build_optimizer, build_scheduler
-from segwise.engine.trainer import build_trainer, fit, last_checkpoint, run_directory
+from segwise.engine.trainer import build_trainer, check_resumable, fit, last_checkpoint, run_directory
 from segwise.errors import CheckpointError, ConfigError, DataError, TrainingError
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.losses.sketch import EmbeddingLoss, FocalMembershipLoss
@@ -512,6 +512,7 @@ def _embed_spec(config: SketchConfig) -> ModelSpec:
 def _fit(config: SketchConfig, trainer_config: TrainerConfig, run_dir: Path, task: L.LightningModule,
          datamodule: L.LightningDataModule, has_val: bool, callbacks: list[L.Callback]) -> Path:
     resume_from = last_checkpoint(run_dir, config.run)
+    check_resumable(run_dir, task.spec, keys=("name", "args", "num_classes"))  # e.g. another --embed architecture
     ensure_writable_dir(run_dir)
     save_config(config, run_dir / "config.yaml")
     fit(build_trainer(trainer_config, run_dir, has_val=has_val, callbacks=callbacks), task, datamodule, run_dir,

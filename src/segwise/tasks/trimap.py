@@ -45,7 +45,8 @@ from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.confusion import nan_to_none
 from segwise.metrics.trimap import TRIMAP_CLASSES, Averaging, TrimapMeter, format_trimap_table, matting_errors
 from segwise.models import create_model, input_stride
-from segwise.tasks.semantic import check_names, check_resumable, split_dir
+from segwise.engine.trainer import check_resumable
+from segwise.tasks.semantic import check_names, split_dir
 from segwise.visualize import overlay
 
 DEFAULTS: dict[str, dict[str, Any]] = {

@@ -247,3 +247,17 @@ def test_ensure_writable_dir_read_only(tmp_path: Path):
             ensure_writable_dir(locked / "new")
     finally:
         locked.chmod(0o755)
+
+
+def test_a_run_resumes_only_with_the_classes_and_channels_it_was_started_with(trained, spec, tmp_path: Path):
+    import dataclasses
+
+    from segwise.engine.trainer import check_resumable
+
+    model, _, _ = trained
+    save_model(model, spec, tmp_path)
+    check_resumable(tmp_path, spec)  # the same model: fine
+    check_resumable(tmp_path / "new_run", dataclasses.replace(spec, num_classes=7))  # nothing stored yet: fine
+    for change in ({"num_classes": 5}, {"in_channels": 3}):
+        with pytest.raises(CheckpointError, match=f"was trained with {next(iter(change))}=.*another run.name"):
+            check_resumable(tmp_path, dataclasses.replace(spec, **change))

@@ -33,6 +33,10 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (paths as strings, tuples as lists)."""
+        return plain_data(self.model_dump(mode="json"))
+
 
 class DataConfig(StrictModel):
     """Where the data lies and how masks become class indices (see README § Data)."""
@@ -198,10 +202,6 @@ class Config(StrictModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     trimap: TrimapConfig = Field(default_factory=TrimapConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-safe dict (paths as strings, tuples as lists)."""
-        return plain_data(self.model_dump(mode="json"))
 
 
 def plain_data(value: Any) -> Any:

@@ -39,7 +39,7 @@ def tolerate_batch_of_one(model: nn.Module) -> nn.Module:
     return model
 
 
-def rng_state() -> dict[str, Any]:
+def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
              "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
@@ -49,7 +49,7 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     random.setstate((state["python_version"], tuple(state["python"]), None))
@@ -57,13 +57,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class SegmentationTask(L.LightningModule):
+class SegwiseTask(L.LightningModule):
+    """What every task's LightningModule shares: optimizer and LR schedule from the config, the non-finite-loss
+    stop, and the model description, config and RNG state in every checkpoint (exact resume)."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, config: Any) -> None:
+        super().__init__()
+        self.model, self.spec, self.config = model, spec, config
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.model, self.config.optimizer)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.config.scheduler, total)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+    def check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Stop on a NaN/inf loss before it reaches the weights; last.ckpt still holds the last good state."""
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); training stopped and the last good checkpoint in "
+                f"{self.trainer.default_root_dir}/checkpoints was kept. Lower optimizer.lr, enable "
+                "trainer.grad_clip, or check the data for NaN/inf values.")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["segwise"] = {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "rng": _rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "segwise" in checkpoint:
+            _set_rng_state(checkpoint["segwise"]["rng"])
+
+
+class SegmentationTask(SegwiseTask):
     """Trains `model` on (image, mask) batches; validation sets are named so extra ones log under their name."""
 
     def __init__(self, model: nn.Module, spec: ModelSpec, config: Config, val_names: list[str]) -> None:
-        super().__init__()
-        self.model = tolerate_batch_of_one(model)
-        self.spec, self.config, self.val_names = spec, config, val_names
+        super().__init__(tolerate_batch_of_one(model), spec, config)
+        self.val_names = val_names
         loss = config.loss
         # Every loss option goes to every term's factory, so a new LossConfig field needs no change here.
         self.loss = build_loss(loss.name, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
@@ -85,23 +115,12 @@ class SegmentationTask(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.loss(logits, batch["mask"])
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch {batch_idx}); training stopped and the last good checkpoint in "
-                f"{self.trainer.default_root_dir}/checkpoints was kept. Lower optimizer.lr, enable "
-                "trainer.grad_clip, or check the data for NaN/inf values.")
+        self.check_finite(loss, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].size(0))
         if len(self.loss.last_values) > 1:
             for name, value in self.loss.last_values.items():
                 self.log(f"train/loss_{name}", value, batch_size=batch["image"].size(0))
         return loss
-
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.model, self.config.optimizer)
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = build_scheduler(optimizer, self.config.scheduler, total)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
     # ---- validation -----------------------------------------------------------------------------------------
     def _evaluated(self, dataloader_idx: int) -> bool:
@@ -177,11 +196,3 @@ class SegmentationTask(L.LightningModule):
             writer.add_image(f"val_images/{i}", panel, self.global_step, dataformats="HWC")
         for rank, (_, _, panel) in enumerate(sorted(self._worst, reverse=True)):
             writer.add_image(f"val_worst/{rank}", panel, self.global_step, dataformats="HWC")
-
-    # ---- checkpoint extras ----------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["segwise"] = {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "rng": rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "segwise" in checkpoint:
-            set_rng_state(checkpoint["segwise"]["rng"])

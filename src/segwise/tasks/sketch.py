@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from segwise.config import (OptimizerConfig, RunConfig, SchedulerConfig, TrainerConfig, plain_data, StrictModel, merge,
+from segwise.config import (OptimizerConfig, RunConfig, SchedulerConfig, TrainerConfig, StrictModel, merge,
                             save_config)
 from segwise.data.io import write_png
 from segwise.data.sketch import Sketch, category_parts, normalize, read_sketches, read_spg_folder
@@ -29,10 +29,9 @@ from segwise.data.sketch_synthetic import SYNTHETIC_CATEGORIES, make_synthetic_s
 from segwise.data.sketch_raster import augment_sketch, distance_field, render_strokes, render_union
 from segwise.engine.checkpoint import ModelSpec, load_model
 from segwise.engine.datamodule import SegmentationDataModule
-from segwise.engine.module import rng_state, set_rng_state
-from segwise.engine.optim import build_optimizer, build_scheduler
+from segwise.engine.module import SegwiseTask
 from segwise.engine.trainer import build_trainer, check_resumable, fit, last_checkpoint, run_directory
-from segwise.errors import CheckpointError, ConfigError, DataError, TrainingError
+from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.losses.sketch import EmbeddingLoss, FocalMembershipLoss
 from segwise.metrics.sketch import sketch_metrics, write_sketch_metrics
@@ -128,9 +127,6 @@ class SketchConfig(StrictModel):
     @classmethod
     def _sketch_defaults(cls, raw: Any) -> Any:
         return merge(SKETCH_DEFAULTS, raw) if isinstance(raw, dict) else raw
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain_data(self.model_dump(mode="json"))
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -352,37 +348,14 @@ def _escape(text: str) -> str:
 
 
 # ---- Lightning tasks ----------------------------------------------------------------------------------------
-class _SketchTask(L.LightningModule):
-    """What both stages share: optimiser/schedule from the config, finite-loss check, RNG state in checkpoints."""
-
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, config: SketchConfig) -> None:
-        super().__init__()
-        self.model, self.spec, self.config = model, spec, config
-
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.model, self.config.optimizer)
-        scheduler = build_scheduler(optimizer, self.config.scheduler, int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
-
-    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
-                                f"(batch {batch_idx}); the last good checkpoint in "
-                                f"{self.trainer.default_root_dir}/checkpoints was kept. Lower optimizer.lr or enable "
-                                "trainer.grad_clip.")
+class _SketchTask(SegwiseTask):
+    """What both stages add to the shared task: sketch panels in TensorBoard."""
 
     def _write_images(self, tag: str, panels: list[np.ndarray]) -> None:
         if self.global_rank != 0 or self.logger is None or not hasattr(self.logger, "experiment"):
             return
         for i, panel in enumerate(panels):
             self.logger.experiment.add_image(f"{tag}/{i}", panel, self.global_step, dataformats="HWC")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["segwise"] = {"spec": self.spec.to_dict(), "config": self.config.to_dict(), "rng": rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "segwise" in checkpoint:
-            set_rng_state(checkpoint["segwise"]["rng"])
 
 
 def _grey(image: Tensor) -> np.ndarray:
@@ -402,7 +375,7 @@ class StrokeEmbedTask(_SketchTask):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.model(batch["image"])
         loss = self.loss(out["recon"], out["df"], batch["image"], batch["df"])
-        self._check_finite(loss, batch_idx)
+        self.check_finite(loss, batch_idx)
         size = batch["image"].size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in self.loss.last_values.items():
@@ -457,7 +430,7 @@ class SketchSegmentTask(_SketchTask):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         ratio = teacher_forcing_ratio(self.global_step, self.config.segment)
         loss = self.segmentation_loss(batch, teacher_forcing=bool(torch.rand(()) < ratio))
-        self._check_finite(loss, batch_idx)
+        self.check_finite(loss, batch_idx)
         size = batch["labels"].size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/teacher_forcing", ratio, batch_size=size)

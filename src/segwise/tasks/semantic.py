@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
+from torch.utils.data import Dataset
 
 from segwise.config import Config, DataConfig, save_config
 from segwise.data.classmap import ClassMap
@@ -166,11 +167,6 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     check_resumable(run_dir, spec)
     save_config(config, run_dir / "config.yaml")
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-
-    model = create_model(spec.name, in_channels=spec.in_channels, classes=spec.num_classes,
-                         encoder=spec.encoder, encoder_weights=config.model.encoder_weights, **spec.args)
-    if config.trainer.compile:
-        model.compile()
     data = config.data
     train_transform = build_train_transform(data.augment, crop_size=data.crop_size, image_size=data.image_size,
                                             scale_range=data.scale_range, hflip=data.hflip, vflip=data.vflip,
@@ -179,13 +175,25 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     eval_transform = build_eval_transform(data.image_size)
     datasets = dict(class_map=prepared.class_map, mean=mean, std=std)
     train_set = SegmentationDataset(prepared.train, transform=train_transform, seed=config.trainer.seed, **datasets)
-    val_sets = [SegmentationDataset(s, transform=eval_transform, **datasets) for s in prepared.vals.values()]
-    datamodule = SegmentationDataModule(train_set, val_sets, data.batch_size, data.val_batch_size or data.batch_size,
-                                        data.num_workers, config.trainer.seed, data.ignore_index, input_stride(model))
-    task = SegmentationTask(model, spec, config, list(prepared.vals))
+    val_sets = {name: SegmentationDataset(s, transform=eval_transform, **datasets) for name, s in prepared.vals.items()}
+    fit_segmentation(config, spec, run_dir, resume_from, train_set, val_sets, callbacks)
+    return run_dir
+
+
+def fit_segmentation(config: Config, spec: ModelSpec, run_dir: Path, resume_from: Path | None, train_set: Dataset,
+                     val_sets: dict[str, Dataset], callbacks: Sequence[L.Callback] = ()) -> None:
+    """Build the spec's model and train it as a `SegmentationTask` under the shared trainer (every pixel task)."""
+    model = create_model(spec.name, in_channels=spec.in_channels, classes=spec.num_classes,
+                         encoder=spec.encoder, encoder_weights=config.model.encoder_weights, **spec.args)
+    if config.trainer.compile:
+        model.compile()
+    data = config.data
+    datamodule = SegmentationDataModule(train_set, list(val_sets.values()), data.batch_size,
+                                        data.val_batch_size or data.batch_size, data.num_workers, config.trainer.seed,
+                                        data.ignore_index, input_stride(model))
+    task = SegmentationTask(model, spec, config, list(val_sets))
     trainer = build_trainer(config.trainer, run_dir, has_val=bool(val_sets), callbacks=callbacks)
     fit(trainer, task, datamodule, run_dir, resume_from)
-    return run_dir
 
 
 # ---- evaluation and prediction ------------------------------------------------------------------------------

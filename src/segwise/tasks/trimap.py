@@ -35,18 +35,14 @@ from segwise.data.matting import (
     trimap_png,
 )
 from segwise.engine.checkpoint import ModelSpec
-from segwise.engine.datamodule import SegmentationDataModule
-from segwise.engine.module import SegmentationTask
-from segwise.engine.trainer import build_trainer, fit, last_checkpoint, run_directory
+from segwise.engine.trainer import check_resumable, last_checkpoint, run_directory
 from segwise.errors import CheckpointError, ConfigError
 from segwise.inference.predictor import Predictor
 from segwise.inference.whole import InferenceMode
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.confusion import nan_to_none
 from segwise.metrics.trimap import TRIMAP_CLASSES, Averaging, TrimapMeter, format_trimap_table, matting_errors
-from segwise.models import create_model, input_stride
-from segwise.engine.trainer import check_resumable
-from segwise.tasks.semantic import check_names, split_dir
+from segwise.tasks.semantic import check_names, fit_segmentation, split_dir
 from segwise.visualize import overlay
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -109,19 +105,11 @@ def train(config: Config, callbacks: Sequence[L.Callback] = ()) -> Path:
     check_resumable(run_dir, spec)
     save_config(config, run_dir / "config.yaml")
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    model = create_model(spec.name, in_channels=4, classes=3, encoder=spec.encoder,
-                         encoder_weights=config.model.encoder_weights, **spec.args)
-    if config.trainer.compile:
-        model.compile()
     common = dict(size=input_size(spec), band=options.unknown_band, prompt_threshold=options.prompt_threshold)
     train_set = MattingDataset(train_samples, train=True, seed=config.trainer.seed, corruption=corruption(config),
                                **common)
-    val_sets = [MattingDataset(samples, train=False, **common) for samples in vals.values()]
-    datamodule = SegmentationDataModule(train_set, val_sets, data.batch_size, data.val_batch_size or data.batch_size,
-                                        data.num_workers, config.trainer.seed, data.ignore_index, input_stride(model))
-    task = SegmentationTask(model, spec, config, list(vals))
-    trainer = build_trainer(config.trainer, run_dir, has_val=bool(val_sets), callbacks=callbacks)
-    fit(trainer, task, datamodule, run_dir, resume_from)
+    val_sets = {name: MattingDataset(samples, train=False, **common) for name, samples in vals.items()}
+    fit_segmentation(config, spec, run_dir, resume_from, train_set, val_sets, callbacks)
     return run_dir
 
 

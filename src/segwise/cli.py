@@ -22,6 +22,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir", "loss": "loss.name",
 }
 DATA_FLAGS = ("classes", "num_classes", "class_list", "max_mask_val", "add_dirs")
+RUN_FLAGS = ("batch", "lr", "epochs", "steps", "workers", "accelerator", "devices", "precision", "seed", "name",
+             "log_dir")  # every training command (train, trimap train, sketch train-embed/train) has these
 SAVE_KINDS = ("index", "color", "overlay", "probs")
 
 
@@ -54,34 +56,23 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="raw mask value of each class, e.g. 0 100 200 (S3 --class-list)")
     group.add_argument("--max-mask-val", type=int, help="classes are mask values 0..M (S3 --max-mask-val)")
     group.add_argument("--add-dirs", action=_ListAction, help="extra single-channel folders beside images/, e.g. nir dsm")
-    group.add_argument("--config", type=Path, help="YAML config file (sections data, model, loss, ...)")
+    _add_config_flags(group, "sections data, model, loss, ...", "loss.name='ce + 0.5*dice'")
+
+
+def _add_config_flags(group: Any, sections: str, example: str) -> None:
+    group.add_argument("--config", type=Path, help=f"YAML config file ({sections})")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config key, e.g. --set loss.name='ce + 0.5*dice' (repeatable)")
+                       help=f"override any config key, e.g. --set {example} (repeatable)")
 
 
-def _train_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a model on DATA_DIR/{train,val}/{images,masks}",
-                       description="Train on an image folder. Re-running with the same --name resumes the run.")
-    p.add_argument("data_dir", type=Path, help="data set root holding train/ and val/")
-    _add_data_flags(p)
-    g = p.add_argument_group("model and optimisation")
-    g.add_argument("-m", "--model", help="architecture (see `segwise models`), default unet")
-    g.add_argument("--encoder", help="encoder/backbone, default resnet18; 'tu-<timm name>' for any timm model")
-    g.add_argument("--encoder-weights", help="'imagenet' (needs the network) or a local weights file")
-    g.add_argument("--loss", help="loss or weighted sum, e.g. 'ce + 0.5*dice'")
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Length, batch, LR, loaders, hardware and run name: the flags every training command shares."""
+    g = parser.add_argument_group("optimisation, hardware and run")
+    g.add_argument("-b", "--batch", type=int, help="batch size")
     g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("-e", "--epochs", type=int, help="number of epochs")
     g.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
-    g = p.add_argument_group("data loading")
-    g.add_argument("--image-size", type=_size, help="resize every sample, e.g. 512 or 384x512 (H x W)")
-    g.add_argument("--crop-size", type=_size, help="random training crop, e.g. 256")
-    g.add_argument("-b", "--batch", type=int, help="batch size")
-    g.add_argument("-a", "--augment", choices=["none", "safe", "light", "medium", "hard"], help="augmentation preset")
     g.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
-    g.add_argument("--val-dir", help="validation split (name under DATA_DIR or a path), default val")
-    g.add_argument("--add-val-dirs", action=_ListAction, help="extra validation splits, logged under their names")
-    g.add_argument("--adv-freq", type=int, help="evaluate the extra validation splits every N epochs")
-    g = p.add_argument_group("hardware and run")
     g.add_argument("--accelerator", "--device", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="device kind")
     g.add_argument("--cpu", action="store_true", help="same as --accelerator cpu")
     g.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
@@ -90,6 +81,36 @@ def _train_parser(sub: Any) -> None:
     g.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
     g.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
     g.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config keys set by the shared run flags (see `_add_run_flags`)."""
+    flags = _flags(args, RUN_FLAGS)
+    if args.cpu:
+        flags["trainer.accelerator"] = "cpu"
+    if args.no_resume:
+        flags["run.resume"] = False
+    return flags
+
+
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model on DATA_DIR/{train,val}/{images,masks}",
+                       description="Train on an image folder. Re-running with the same --name resumes the run.")
+    p.add_argument("data_dir", type=Path, help="data set root holding train/ and val/")
+    _add_data_flags(p)
+    g = p.add_argument_group("model and loss")
+    g.add_argument("-m", "--model", help="architecture (see `segwise models`), default unet")
+    g.add_argument("--encoder", help="encoder/backbone, default resnet18; 'tu-<timm name>' for any timm model")
+    g.add_argument("--encoder-weights", help="'imagenet' (needs the network) or a local weights file")
+    g.add_argument("--loss", help="loss or weighted sum, e.g. 'ce + 0.5*dice'")
+    g = p.add_argument_group("data loading")
+    g.add_argument("--image-size", type=_size, help="resize every sample, e.g. 512 or 384x512 (H x W)")
+    g.add_argument("--crop-size", type=_size, help="random training crop, e.g. 256")
+    g.add_argument("-a", "--augment", choices=["none", "safe", "light", "medium", "hard"], help="augmentation preset")
+    g.add_argument("--val-dir", help="validation split (name under DATA_DIR or a path), default val")
+    g.add_argument("--add-val-dirs", action=_ListAction, help="extra validation splits, logged under their names")
+    g.add_argument("--adv-freq", type=int, help="evaluate the extra validation splits every N epochs")
+    _add_run_flags(p)
 
 
 def _add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
@@ -236,12 +257,7 @@ def _flags(args: argparse.Namespace, names: list[str] | tuple[str, ...]) -> dict
 def cmd_train(args: argparse.Namespace) -> None:
     from segwise.config import load_config
 
-    flags = _flags(args, list(TRAIN_FLAGS))
-    flags["data.root"] = str(args.data_dir)
-    if args.cpu:
-        flags["trainer.accelerator"] = "cpu"
-    if args.no_resume:
-        flags["run.resume"] = False
+    flags = {**_flags(args, list(TRAIN_FLAGS)), **_run_overrides(args), "data.root": str(args.data_dir)}
     config = load_config(args.config, args.overrides, flags)  # before importing Lightning: config errors come at once
 
     from segwise.tasks.semantic import train
@@ -397,18 +413,10 @@ def _trimap_parser(sub: Any) -> None:
                             description="S1 recipe by default (trimap_vit, NFL + 0.1*DT, Adam 1e-4, 55 epochs); "
                                         "the model input is RGB + the prompt mask (alpha >= 30) as a 4th channel.")
     train.add_argument("data_dir", type=Path, help="data set root holding train/ and val/ matting folders")
-    train.add_argument("--config", type=Path, help="YAML config file, e.g. configs/trimap_vit_base.yaml")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config key, e.g. --set model.args.window_size=16 (repeatable)")
+    _add_config_flags(train, "e.g. configs/trimap_vit_base.yaml", "model.args.window_size=16")
     train.add_argument("--size", dest="vit_size", choices=["tiny", "small", "base", "large", "huge"], help="ViT size")
     train.add_argument("--weights", dest="encoder_weights", help="local MAE/timm ViT weights (.pth/.safetensors)")
-    for flag, kind, text in (("--epochs", int, "number of epochs"), ("--steps", int, "number of iterations"),
-                             ("--batch", int, "batch size"), ("--lr", float, "learning rate"),
-                             ("--workers", int, "data-loader worker processes"), ("--seed", int, "random seed")):
-        train.add_argument(flag, type=kind, help=text)
-    train.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
-    train.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
-    train.add_argument("--cpu", action="store_true", help="train on the CPU")
+    _add_run_flags(train)
     for name, text in (("predict", "write 0/128/255 trimap PNGs for INPUT/{original,mask}"),
                        ("eval", "BG/Unknown/FG IoU per data set (several data sets in one call)")):
         q = tsub.add_parser(name, help=text)
@@ -439,11 +447,8 @@ def cmd_trimap(args: argparse.Namespace) -> None:
     if args.trimap_command == "train":
         from segwise.config import load_config
 
-        flags = _flags(args, ["encoder_weights", "epochs", "steps", "batch", "lr", "workers", "seed", "name",
-                              "log_dir"])
-        flags.update({"data.root": str(args.data_dir), "model.args.size": args.vit_size})
-        if args.cpu:
-            flags["trainer.accelerator"] = "cpu"
+        flags = {**_flags(args, ["encoder_weights"]), **_run_overrides(args), "data.root": str(args.data_dir),
+                 "model.args.size": args.vit_size}
         config = load_config(args.config, args.overrides, flags)
 
         from segwise.tasks.trimap import train
@@ -465,11 +470,9 @@ def cmd_trimap(args: argparse.Namespace) -> None:
 
 
 # ---- sketch segmentation (ContextSeg) -----------------------------------------------------------------------
-SKETCH_FLAGS: dict[str, str] = {
+SKETCH_FLAGS: dict[str, str] = {  # besides RUN_FLAGS
     "categories": "data.categories", "max_per_category": "data.max_per_category", "canvas": "data.canvas",
-    "batch": "data.batch_size", "workers": "data.num_workers", "lr": "optimizer.lr", "epochs": "trainer.max_epochs",
-    "steps": "trainer.max_steps", "accelerator": "trainer.accelerator", "devices": "trainer.devices",
-    "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir", "model": "segment.model",
+    "model": "segment.model",
 }
 
 
@@ -497,21 +500,8 @@ def _sketch_parser(sub: Any) -> None:
         t.add_argument("--categories", action=_ListAction, help="categories to train on (default: all)")
         t.add_argument("--max-per-category", type=int, metavar="N", help="first N training sketches of each")
         t.add_argument("--canvas", type=int, help="image side of stroke images (stage 1; default 256)")
-        t.add_argument("-b", "--batch", type=int, help="batch size")
-        t.add_argument("--lr", type=float, help="learning rate")
-        t.add_argument("-e", "--epochs", type=int, help="number of epochs")
-        t.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
-        t.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
-        t.add_argument("--accelerator", "--device", choices=["auto", "cpu", "gpu", "cuda", "mps"])
-        t.add_argument("--cpu", action="store_true", help="same as --accelerator cpu")
-        t.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
-        t.add_argument("--seed", type=int, help="random seed")
-        t.add_argument("--name", help="run name; the same name resumes")
-        t.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
-        t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
-        t.add_argument("--config", type=Path, help="YAML config (sections data, embed, segment, optimizer, ...)")
-        t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config key, e.g. --set segment.transformer.num_layers=2")
+        _add_run_flags(t)
+        _add_config_flags(t, "sections data, embed, segment, optimizer, ...", "segment.transformer.num_layers=2")
     ev = ssub.add_parser("eval", help="P/C/SAcc/CAcc per category of a trained model on a split")
     ev.add_argument("model", type=Path, help="run directory of `sketch train` (or its model.yaml / .ckpt)")
     ev.add_argument("data", type=Path, help="SPG folder, `sketch prepare` folder or sketch file")
@@ -533,12 +523,8 @@ def cmd_sketch(args: argparse.Namespace) -> None:
         from segwise.config import load_config
         from segwise.tasks.sketch import SketchConfig
 
-        flags = {SKETCH_FLAGS[n]: getattr(args, n) for n in SKETCH_FLAGS if getattr(args, n, None) is not None}
-        flags["data.root"] = str(args.data)
-        if args.cpu:
-            flags["trainer.accelerator"] = "cpu"
-        if args.no_resume:
-            flags["run.resume"] = False
+        sketch_flags = {SKETCH_FLAGS[n]: getattr(args, n) for n in SKETCH_FLAGS if getattr(args, n, None) is not None}
+        flags = {**_run_overrides(args), **sketch_flags, "data.root": str(args.data)}
         config = load_config(args.config, args.overrides, flags, schema=SketchConfig)
     from segwise.tasks import sketch
 

@@ -259,11 +259,11 @@ def _outputs(probs: torch.Tensor, kinds: dict[str, dict], palette: np.ndarray, v
         arrays["confidence"] = confidence[None]
     if "probs" in kinds:
         if probs_kind == "uint8":
-            quantised = (probs * 255).round_().to(torch.uint8).cpu().numpy()
+            quantised = np.ascontiguousarray((probs * 255).round_().to(torch.uint8).cpu().numpy())  # band-major
             if valid is not None:
                 quantised[:, ~valid] = 0
         else:
-            quantised = probs.cpu().numpy()
+            quantised = np.ascontiguousarray(probs.cpu().numpy())
             if valid is not None:
                 quantised[:, ~valid] = np.nan
         arrays["probs"] = quantised

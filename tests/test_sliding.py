@@ -262,4 +262,45 @@ def test_predictor_runs_the_network_in_channels_last_with_the_same_probabilities
                                 8)[0].numpy()
     predictor = Predictor(model, spec, "cpu")
     assert predictor.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in predictor.model.modules())  # folded into the convs
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the caller's model is left as it was
     np.testing.assert_allclose(predictor.predict_proba(image), expected, atol=1e-5)
+
+
+class BranchyNet(nn.Module):
+    """Python control flow on the input, which torch.fx cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 2, 3, padding=1), nn.BatchNorm2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)) if x.sum() > 0 else -self.bn(self.conv(x))
+
+
+class TwoHeads(nn.Module):
+    """A tuple output, which the fold check does not compare."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 2, 3, padding=1), nn.BatchNorm2d(2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.bn(self.conv(x))
+        return y, -y
+
+
+def test_fold_batchnorm_keeps_models_it_cannot_trace_or_check():
+    from segwise.inference.predictor import fold_batchnorm
+
+    example = torch.randn(1, 3, 8, 8)
+    for model in (BranchyNet().eval(), TwoHeads().eval()):
+        assert fold_batchnorm(model, example) is model
+    plain = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU()).eval()
+    with torch.no_grad():
+        plain[1].running_mean.uniform_(-1, 1)
+        plain[1].running_var.uniform_(0.5, 2)
+    folded = fold_batchnorm(plain, example)
+    assert folded is not plain and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(example), plain(example), rtol=1e-5, atol=1e-5)

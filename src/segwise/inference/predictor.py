@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from segwise.data.transforms import normalize
 from segwise.engine.checkpoint import ModelSpec, load_model
@@ -24,18 +25,42 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The eval-mode `model` with each BatchNorm that follows a convolution folded into the convolution's weights.
+
+    BatchNorm is ~9 % of a ResNet-Unet's CPU forward and folding it is exact up to float rounding. torch.fx traces
+    the model; a model it cannot trace, whose output is not one tensor, or whose folded copy disagrees with it on
+    `example` is returned as it is.
+    """
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        folded = fuse(model.eval())  # a traced copy; the model itself is not changed
+    except Exception:  # noqa: BLE001 - fx raises several types for Python control flow it cannot trace
+        return model
+    with torch.inference_mode():
+        expected, got = model(example), folded(example)
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor) and got.shape == expected.shape):
+        return model
+    tolerance = 1e-4 * float(expected.abs().max()) + 1e-5
+    return folded if torch.allclose(got, expected, rtol=1e-4, atol=tolerance) else model
+
+
 class Predictor:
     """Preprocess exactly as in training (normalisation, optional fixed size), run a mode, return probabilities."""
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device | None = None,
                  mode: InferenceMode | None = None) -> None:
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
-        # channels_last: convolutions run 1.3x faster on the CPU (oneDNN) and use tensor cores on the GPU; the
-        # results equal the default layout's to float rounding. Only 4-D weights change; other models are as they were.
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.spec = spec
         self.mode = mode or WholeImage()
         self.stride = input_stride(model)
+        example = torch.randn(1, spec.in_channels, *(spec.image_size or (2 * self.stride, 2 * self.stride)),
+                              generator=torch.Generator().manual_seed(0))
+        model = fold_batchnorm(model.eval(), example.to(next(model.parameters()).device))
+        # channels_last: convolutions run 1.3x faster on the CPU (oneDNN) and use tensor cores on the GPU; the
+        # results equal the default layout's to float rounding. Only 4-D weights change; other models are as they were.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
 
     @classmethod
     def from_path(cls, path: Path, device: str | None = None, mode: InferenceMode | None = None) -> Predictor:

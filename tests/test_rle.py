@@ -1,17 +1,22 @@
-"""RLE: TianChi "start length" strings, COCO counts and strings, name<TAB>rle CSV files, `segwise rle decode`."""
+"""RLE: TianChi "start length" strings, COCO counts and strings, name<TAB>rle CSV files, `segwise rle decode`,
+class rasters encoded strip by strip."""
 
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
+from rasterio.io import DatasetReader
 
 from segwise.cli import main
 from segwise.data.io import read_mask, write_png
-from segwise.errors import DataError
+from segwise.errors import ConfigError, DataError
 from segwise.inference.rle import (
-    coco_counts_to_string, coco_rle_decode, coco_rle_encode, coco_string_to_counts, decode_rle_csv, read_rle_csv,
-    rle_decode, rle_encode, write_rle_csv,
+    coco_counts_to_string, coco_rle_decode, coco_rle_encode, coco_string_to_counts, decode_rle_csv, raster_rle_encode,
+    read_rle_csv, rle_decode, rle_encode, write_rle_csv,
 )
 
 # 3×3 by hand. Column-major pixels: 0 1 0 | 1 1 0 | 0 0 1 → runs at 1-based 2 (1 px), 4 (2 px), 9 (1 px)
@@ -249,3 +254,106 @@ def test_cli_rle_encode_round_trips_through_decode(tmp_path: Path, capsys):
     write_png(tmp_path / "rgb.png", np.dstack([masks["a.png"] * 60, masks["a.png"], masks["a.png"] * 9]))
     assert main(["rle", "encode", str(tmp_path / "rgb.png"), "-o", str(tmp_path / "x.csv")]) == 2
     assert "rgb.png: an RGB colour mask" in capsys.readouterr().err
+
+
+# ---- rasters larger than memory -----------------------------------------------------------------------------
+def write_class_tif(path: Path, bands: np.ndarray, nodata: float | None = None) -> Path:
+    """A tiled GeoTIFF as segwise writes class maps; `bands` is H×W or C×H×W."""
+    bands = bands[None] if bands.ndim == 2 else bands
+    count, height, width = bands.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=bands.dtype,
+                       crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=nodata,
+                       tiled=True, blockxsize=16, blockysize=16) as dst:
+        dst.write(bands)
+    return path
+
+
+def class_masks(seed: int = 3) -> list[np.ndarray]:
+    """Class maps 0..3 whose class-2 blocks make long runs that wrap from one column into the next."""
+    rng = np.random.default_rng(seed)
+    masks = [np.zeros((9, 11), np.uint8), np.full((9, 11), 2, np.uint8), np.ones((9, 11), np.uint8)]
+    for height, width in [(1, 1), (1, 9), (7, 1), (13, 17), (20, 33), (31, 64)]:
+        noise = rng.integers(0, 4, (height, width)).astype(np.uint8)
+        blocks = np.zeros((height, width), np.uint8)
+        for _ in range(3):
+            r0, c0 = rng.integers(0, height), rng.integers(0, width)
+            blocks[r0:r0 + rng.integers(1, height + 1), c0:c0 + rng.integers(1, width + 1)] = 2
+        masks += [noise, blocks, np.where(rng.random((height, width)) < 0.1, noise, blocks)]
+    wrap = np.zeros((6, 12), np.uint8)
+    wrap[-2:, 3], wrap[:3, 4], wrap[:, 7], wrap[:, 8], wrap[0, 9] = 2, 2, 2, 2, 2  # runs across strip edges 4 and 8
+    return masks + [wrap]
+
+
+@pytest.mark.parametrize("strip", [1, 2, 4, 5, 16, 100])
+def test_raster_rle_matches_in_memory_encoding(tmp_path: Path, strip):
+    for number, mask in enumerate(class_masks()):
+        path = write_class_tif(tmp_path / f"m{number}.tif", mask)
+        for foreground in (None, 2, 3):
+            assert raster_rle_encode(path, foreground, strip=strip) == rle_encode(mask, foreground), (mask.shape, foreground)
+
+
+def test_raster_rle_uint16_and_all_foreground_across_strips(tmp_path: Path):
+    mask = np.random.default_rng(4).integers(0, 3, (40, 70)).astype(np.uint16) * 1000
+    path = write_class_tif(tmp_path / "u16.tif", mask)
+    assert raster_rle_encode(path, 2000, strip=16) == rle_encode(mask, 2000)
+    assert raster_rle_encode(path) == rle_encode(mask)
+    full = write_class_tif(tmp_path / "full.tif", np.ones((5, 9), np.uint8))
+    assert raster_rle_encode(full, strip=2) == "1 45"
+    assert raster_rle_encode(full, 2, strip=2) == ""
+
+
+def test_raster_rle_nodata_is_background(tmp_path: Path):
+    mask = np.random.default_rng(5).integers(0, 3, (17, 23)).astype(np.uint8)
+    mask[3:9, 4:20] = 255
+    path = write_class_tif(tmp_path / "nodata.tif", mask, nodata=255)
+    assert raster_rle_encode(path, strip=5) == rle_encode(np.where(mask == 255, 0, mask))
+    assert raster_rle_encode(path, 1, strip=5) == rle_encode(mask, 1)
+    assert raster_rle_encode(path, 255, strip=5) == ""
+    ones = write_class_tif(tmp_path / "ones.tif", mask, nodata=1)
+    assert raster_rle_encode(ones, 1) == "" and raster_rle_encode(ones) == rle_encode(np.where(mask == 1, 0, mask))
+
+
+def test_raster_rle_errors_name_the_file(tmp_path: Path):
+    rgb = write_class_tif(tmp_path / "rgb.tif", np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="3 bands; RLE encodes a single-band class raster") as info:
+        raster_rle_encode(rgb)
+    assert str(rgb) in str(info.value)
+    missing = tmp_path / "missing.tif"
+    with pytest.raises(DataError, match="file not found") as info:
+        raster_rle_encode(missing)
+    assert str(missing) in str(info.value)
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"not a tiff" * 10)
+    with pytest.raises(DataError, match="cannot be read as a raster") as info:
+        raster_rle_encode(garbage)
+    assert str(garbage) in str(info.value)
+    with pytest.raises(ConfigError, match="strip"):
+        raster_rle_encode(rgb, strip=0)
+
+
+def test_raster_rle_reads_one_strip_at_a_time(tmp_path: Path, monkeypatch):
+    height, width, strip = 4000, 1000, 32
+    mask = np.zeros((height, width), np.uint8)
+    mask[500:3500, 100:800] = 1
+    mask[::1000, ::3] = 2
+    path = write_class_tif(tmp_path / "big.tif", mask)
+    expected = rle_encode(mask)
+    del mask
+    windows = []
+    read = DatasetReader.read
+
+    def recording_read(self, *args, window=None, **kwargs):
+        windows.append(window)
+        return read(self, *args, window=window, **kwargs)
+
+    monkeypatch.setattr(DatasetReader, "read", recording_read)
+    tracemalloc.start()
+    try:
+        text = raster_rle_encode(path, strip=strip)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert text == expected
+    assert all(w is not None and w.row_off == 0 and w.height == height and w.width <= strip for w in windows)
+    assert [int(w.col_off) for w in windows] == list(range(0, width, strip))
+    assert peak < 8 * height * strip < height * width // 2, peak  # a few strip-sized buffers, never the image

@@ -2,7 +2,8 @@
 
 All formats flatten the mask column-major (Fortran order: down the first column, then the next), as the
 competitions and pycocotools do. Foreground is one class (`foreground=K`) or, by default, every non-zero pixel.
-Encoding and decoding are vectorised with numpy, so a 5000×5000 mask takes well under a second.
+Encoding and decoding are vectorised with numpy, so a 5000×5000 mask takes well under a second; a class raster
+larger than memory is encoded strip by strip (`raster_rle_encode`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 
 from segwise.data.io import is_image_file, read_mask, write_png
-from segwise.errors import DataError
+from segwise.errors import ConfigError, DataError
+from segwise.inference.raster import GDAL_CACHE_MB, open_raster
 from segwise.io_utils import atomic_write_text
 
 _COCO_MAX_CHARS = 7  # 7 × 5 bits hold any count delta of an image below 2**34 pixels
@@ -32,7 +36,11 @@ def foreground_mask(mask: np.ndarray, foreground: int | None = None) -> np.ndarr
 
 def mask_runs(mask: np.ndarray, foreground: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """0-based column-major start and end (exclusive) of every foreground run, in order."""
-    pixels = foreground_mask(mask, foreground).ravel(order="F")
+    return _flat_runs(foreground_mask(mask, foreground).ravel(order="F"))
+
+
+def _flat_runs(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """0-based start and end (exclusive) of every run of True in a 1-D bool array."""
     padded = np.zeros(pixels.size + 2, dtype=np.int8)
     padded[1:-1] = pixels
     edges = np.flatnonzero(padded[1:] != padded[:-1])  # change between pixel j-1 and j, j in 0..n
@@ -102,10 +110,46 @@ def _parse_ints(text: str) -> np.ndarray:
 # ---- S2 / TianChi -----------------------------------------------------------------------------------------
 def rle_encode(mask: np.ndarray, foreground: int | None = None) -> str:
     """H×W mask → TianChi RLE: space-separated 1-based column-major "start length" pairs; "" = no foreground."""
-    starts, ends = mask_runs(mask, foreground)
+    return _format_runs(*mask_runs(mask, foreground))
+
+
+def _format_runs(starts: np.ndarray, ends: np.ndarray) -> str:
+    """0-based runs [start, end) → the TianChi "start length" string."""
     pairs = np.empty(2 * starts.size, dtype=np.int64)
     pairs[0::2], pairs[1::2] = starts + 1, ends - starts
     return _format_ints(pairs)
+
+
+def raster_rle_encode(path: Path, foreground: int | None = None, strip: int = 256) -> str:
+    """`rle_encode` of a single-band class raster larger than memory, read `strip` columns at a time.
+
+    Nodata pixels are never foreground. Memory is one strip of pixels plus the runs; tiled files read fastest.
+    """
+    if strip < 1:
+        raise ConfigError(f"strip must be at least 1 column, got {strip}")
+    path = Path(path)
+    all_starts, all_ends = [], []
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(path) as src:
+        if src.count != 1:
+            raise DataError(f"{path}: has {src.count} bands; RLE encodes a single-band class raster, so pass the "
+                            "class map (e.g. `segwise predict` output) or extract one band (gdal_translate -b 1)")
+        height, width, nodata = src.height, src.width, src.nodata
+        for col_off in range(0, width, strip):
+            columns = min(strip, width - col_off)
+            try:
+                pixels = src.read(1, window=Window(col_off, 0, columns, height))
+            except Exception as exc:
+                raise DataError(f"{path}: columns {col_off}..{col_off + columns} cannot be read ({exc}); the file "
+                                "may be damaged") from None
+            wanted = foreground_mask(pixels, foreground)
+            if nodata is not None:
+                wanted &= ~np.isnan(pixels) if np.isnan(nodata) else pixels != nodata
+            starts, ends = _flat_runs(wanted.ravel(order="F"))
+            all_starts.append(starts + col_off * height)
+            all_ends.append(ends + col_off * height)
+    starts, ends = np.concatenate(all_starts), np.concatenate(all_ends)
+    joined = np.flatnonzero(starts[1:] == ends[:-1])  # runs in a strip never touch; across strips they join
+    return _format_runs(np.delete(starts, joined + 1), np.delete(ends, joined))
 
 
 def parse_rle(rle: str, shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ from segwise.data.io import read_mask, write_png
 from segwise.data.transforms import normalize
 from segwise.engine.checkpoint import ModelSpec, save_model
 from segwise.errors import DataError
-from segwise.inference import MultiScaleFlip, Predictor, SlidingWindow, WholeImage, predict_raster
+from segwise.inference import (Ensemble, MultiScaleFlip, Predictor, RasterModel, SlidingWindow, WholeImage,
+                               predict_raster, rle_encode)
 from segwise.inference.raster import DEFAULT_WINDOW, streaming_mode
 from segwise.models import create_model
 from tests.test_sliding import ConvNet
@@ -55,6 +56,11 @@ def in_memory(model, spec: ModelSpec, pixels: np.ndarray, mode, valid: np.ndarra
         return mode(model, torch.from_numpy(image.transpose(2, 0, 1).copy())[None], 1)[0]
 
 
+def stream(model, spec: ModelSpec, src, dst: Path, **options):
+    """`predict_raster` with one stride-1 model."""
+    return predict_raster([RasterModel(model, spec, 1)], src, dst, **options)
+
+
 @pytest.fixture(scope="module")
 def net() -> ConvNet:
     return ConvNet().eval()
@@ -65,7 +71,7 @@ def test_geotiff_in_geotiff_out_keeps_georeference_nodata_and_matches_in_memory(
     src = write_geotiff(tmp_path / "scene.tif", pixels)
     spec = make_spec()
     mode = SlidingWindow(48, overlap=0.25, blend="gaussian", batch_size=5)
-    result = predict_raster(net, spec, src, tmp_path / "out" / "scene.tif", mode=mode, stride=1, probs="uint8",
+    result = stream(net, spec, src, tmp_path / "out" / "scene.tif", mode=mode, probs="uint8",
                             confidence=True, color=True)
     valid = ~(pixels == 0).all(0)
     expected = in_memory(net, spec, pixels, mode, valid)
@@ -94,8 +100,8 @@ def test_float16_probabilities_and_a_raster_without_nodata(net, tmp_path):
     pixels = random_pixels(3, 70, 90, seed=1)
     src = write_geotiff(tmp_path / "plain.tif", pixels, nodata=None)
     spec = make_spec()
-    result = predict_raster(net, spec, src, tmp_path / "plain_out.tif", mode=SlidingWindow(32, stride=20),
-                            stride=1, probs="float16")
+    result = stream(net, spec, src, tmp_path / "plain_out.tif", mode=SlidingWindow(32, stride=20),
+                            probs="float16")
     expected = in_memory(net, spec, pixels, SlidingWindow(32, stride=20), np.ones((70, 90), bool)).numpy()
     with rasterio.open(result.probs) as probs, rasterio.open(result.classes) as classes:
         assert probs.nodata is None and classes.nodata is None
@@ -113,7 +119,7 @@ def test_memory_is_bounded_by_the_window_rows_not_the_image(net, tmp_path):
         src = write_geotiff(tmp_path / f"tall{height}.tif", random_pixels(3, height, width, seed=2))
         tracemalloc.start()
         try:
-            result = predict_raster(net, make_spec(), src, tmp_path / f"tall{height}_out.tif", mode=mode, stride=1,
+            result = stream(net, make_spec(), src, tmp_path / f"tall{height}_out.tif", mode=mode,
                                     probs="uint8", confidence=True)
             peaks[height] = tracemalloc.get_traced_memory()[1]  # numpy: input rows, windows, outputs, writers
         finally:
@@ -132,17 +138,17 @@ def test_memory_is_bounded_by_the_window_rows_not_the_image(net, tmp_path):
 def test_wrong_band_count_unreadable_raster_and_existing_output_are_clean_errors(net, tmp_path):
     src = write_geotiff(tmp_path / "four.tif", random_pixels(4, 40, 40))
     with pytest.raises(DataError, match=r"4 band\(s\) but the model takes 3"):
-        predict_raster(net, make_spec(), src, tmp_path / "o.tif", stride=1)
+        stream(net, make_spec(), src, tmp_path / "o.tif")
     assert not list(tmp_path.glob("*o.tif*"))  # nothing half-written left behind
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00 this is not a tiff")
     with pytest.raises(DataError, match="broken.tif"):
-        predict_raster(net, make_spec(), broken, tmp_path / "b.tif", stride=1)
+        stream(net, make_spec(), broken, tmp_path / "b.tif")
     src3 = write_geotiff(tmp_path / "three.tif", random_pixels(3, 40, 40))
-    predict_raster(net, make_spec(), src3, tmp_path / "three_out.tif", stride=1, confidence=True)
+    stream(net, make_spec(), src3, tmp_path / "three_out.tif", confidence=True)
     with pytest.raises(DataError, match="exists.*--overwrite"):
-        predict_raster(net, make_spec(), src3, tmp_path / "three_out.tif", stride=1)
-    predict_raster(net, make_spec(), src3, tmp_path / "three_out.tif", stride=1, overwrite=True)
+        stream(net, make_spec(), src3, tmp_path / "three_out.tif")
+    stream(net, make_spec(), src3, tmp_path / "three_out.tif", overwrite=True)
 
 
 def test_streaming_modes_from_whole_and_tta():
@@ -156,10 +162,10 @@ def test_streaming_modes_from_whole_and_tta():
 
 def test_tta_per_window_with_scale_one_and_no_flip_equals_plain_streaming(net, tmp_path):
     src = write_geotiff(tmp_path / "s.tif", random_pixels(3, 60, 60, seed=3))
-    plain = predict_raster(net, make_spec(), src, tmp_path / "plain.tif", mode=SlidingWindow(32), stride=1,
+    plain = stream(net, make_spec(), src, tmp_path / "plain.tif", mode=SlidingWindow(32),
                            probs="float16")
-    tta = predict_raster(net, make_spec(), src, tmp_path / "tta.tif", mode=MultiScaleFlip(SlidingWindow(32)),
-                         stride=1, probs="float16")
+    tta = stream(net, make_spec(), src, tmp_path / "tta.tif", mode=MultiScaleFlip(SlidingWindow(32)),
+                         probs="float16")
     with rasterio.open(plain.probs) as a, rasterio.open(tta.probs) as b:
         assert np.array_equal(a.read(), b.read(), equal_nan=True)
 
@@ -231,3 +237,91 @@ def test_cli_eval_with_sliding_windows_and_tta(model_dir, tmp_path, capsys):
     assert main(["eval", str(model_dir), str(split), "-o", str(tmp_path / "eval"), "--mode", "slide",
                  "--window", "32", "--stride", "16", "--scales", "1.0", "0.5", "--flip", "hv"]) == 0
     assert "miou" in (tmp_path / "eval" / "metrics.csv").read_text()
+
+
+# ---- ensembles, extra planes and fixed-size models stream too ---------------------------------------------------
+def no_nodata(bands: int, height: int, width: int, seed: int) -> np.ndarray:
+    pixels = random_pixels(bands, height, width, seed)
+    pixels[pixels == 0] = 1  # the in-memory path does not mask nodata
+    return pixels
+
+
+@pytest.mark.parametrize("method", ["mean", "weighted", "vote", "floor_mean"])
+def test_streamed_ensemble_equals_the_in_memory_ensemble(tmp_path, method):
+    pixels = no_nodata(3, 70, 90, seed=8)
+    src = write_geotiff(tmp_path / "e.tif", pixels, nodata=None)
+    mode = SlidingWindow(32, overlap=0.5, blend="gaussian")
+    members = [Predictor(ConvNet(seed=seed).eval(), make_spec(mean=[mean] * 3, std=[std] * 3), "cpu", mode)
+               for seed, mean, std in ((0, 100.0, 60.0), (1, 120.0, 40.0), (2, 90.0, 70.0))]
+    ensemble = Ensemble(members, [0.5, 0.3, 0.2] if method == "weighted" else None, method)
+    result = ensemble.predict_raster(src, tmp_path / "out.tif", probs="float16")
+    expected = ensemble.predict_proba(pixels.transpose(1, 2, 0).copy())
+    alone = members[0].predict(pixels.transpose(1, 2, 0).copy())
+    with rasterio.open(result.classes) as out, rasterio.open(result.probs) as probs:
+        classes = out.read(1)
+        assert np.array_equal(classes, ensemble.labels(expected))
+        assert np.abs(probs.read() - expected).max() < 1e-3
+    assert (classes != alone).mean() > 0.05  # the other members changed the answer
+    assert result.stats.windows == 3 * len(SlidingWindow(32, overlap=0.5).plan(70, 90))
+
+
+def test_extra_channel_planes_stream_with_the_image(tmp_path):
+    from segwise.data.folder import Sample, read_sample_image
+
+    image = no_nodata(3, 60, 80, seed=9)
+    plane = (np.random.default_rng(9).random((1, 60, 80)) * 60000).astype(np.uint16)  # another pixel type
+    src = write_geotiff(tmp_path / "img.tif", image, nodata=None)
+    extra = write_geotiff(tmp_path / "nir.tif", plane, nodata=None)
+    spec = make_spec(4, extra_channels=["nir"], mean=[0.45] * 4, std=[0.25] * 4)
+    predictor = Predictor(ConvNet(in_channels=4).eval(), spec, "cpu", SlidingWindow(32, overlap=0.25))
+    result = predictor.predict_raster([src, extra], tmp_path / "out.tif", probs="float16")
+    expected = predictor.predict_proba(read_sample_image(Sample("img", src, None, (extra,))))  # the training reader
+    with rasterio.open(result.classes) as out, rasterio.open(result.probs) as probs:
+        assert np.array_equal(out.read(1), expected.argmax(0))
+        assert np.abs(probs.read() - expected).max() < 1e-3
+    small = write_geotiff(tmp_path / "small.tif", plane[:, :50], nodata=None)
+    with pytest.raises(DataError, match=r"small\.tif: extra plane is 50x80 but the image .*img\.tif is 60x80"):
+        predictor.predict_raster([src, small], tmp_path / "o1.tif")
+    with pytest.raises(DataError, match=r"img\.tif: raster has 3 band\(s\) but the model takes 4 \(.*nir"):
+        predictor.predict_raster(src, tmp_path / "o2.tif")
+    with pytest.raises(DataError, match=r"3 \(img\.tif\) \+ 1 \(nir\.tif\) \+ 1 \(nir\.tif\) = 5 band"):
+        predictor.predict_raster([src, extra, extra], tmp_path / "o3.tif")
+    assert not list(tmp_path.glob("*o[123]*.tif*"))  # nothing written, not even partial files
+
+
+def test_fixed_size_model_sees_each_window_resized_to_its_input(net, tmp_path):
+    from segwise.inference.whole import ResizedInput
+
+    pixels = no_nodata(3, 40, 56, seed=10)
+    src = write_geotiff(tmp_path / "f.tif", pixels, nodata=None)
+    fixed = stream(net, make_spec(image_size=[16, 24]), src, tmp_path / "fixed.tif", mode=SlidingWindow(64),
+                   probs="float16")
+    native = stream(net, make_spec(), src, tmp_path / "native.tif", mode=SlidingWindow(64), probs="float16")
+    expected = in_memory(net, make_spec(), pixels, ResizedInput((16, 24)), np.ones((40, 56), bool)).numpy()
+    with rasterio.open(fixed.probs) as a, rasterio.open(native.probs) as b:
+        resized, full = a.read(), b.read()
+    assert np.abs(resized - expected).max() < 1e-3
+    assert np.abs(full - expected).max() > 0.05  # the resize is not a no-op here
+
+
+def test_cli_predict_streams_an_ensemble_and_writes_its_rle(model_dir, tmp_path, capsys):
+    from segwise.inference import read_rle_csv
+
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    save_model(make_spec().build(), make_spec(), other)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pixels = no_nodata(3, 90, 120, seed=11)
+    write_geotiff(inputs / "geo.tif", pixels, nodata=None)
+    csv = tmp_path / "submission.csv"
+    assert main(["predict", str(model_dir), str(inputs), "-o", str(tmp_path / "out"), "--mode", "slide",
+                 "--window", "64", "--rle", str(csv), "--rle-class", "1", "--ensemble", str(other),
+                 "--ensemble-method", "vote"]) == 0
+    assert "1 streamed to GeoTIFF" in capsys.readouterr().out
+    with rasterio.open(tmp_path / "out" / "geo.tif") as out:
+        classes = out.read(1)
+    ensemble = Ensemble.from_paths([model_dir, other], "cpu", SlidingWindow(64), method="vote")
+    assert np.array_equal(classes, ensemble.predict(pixels.transpose(1, 2, 0).copy()))
+    [(name, rle)] = read_rle_csv(csv)
+    assert name == "geo.tif" and rle == rle_encode(classes, 1) and rle

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from segwise.data.classmap import ClassMap
 from segwise.data.io import IMAGE_EXTENSIONS, is_image_file, read_image, read_mask
-from segwise.data.transforms import apply_transform, dtype_max, mix_seed, normalize, seed_transform
+from segwise.data.transforms import apply_transform, dtype_max, mix_seed, normalize, same_pixel_type, seed_transform
 from segwise.errors import DataError
 
 if TYPE_CHECKING:
@@ -192,9 +192,7 @@ def read_sample_image(sample: Sample) -> np.ndarray:
         raise DataError("\n".join(problems))
     if len(planes) == 1:
         return image
-    if len({plane.dtype for plane in planes}) > 1:
-        planes = [plane.astype(np.float32) / np.float32(dtype_max(plane.dtype)) for plane in planes]
-    return np.concatenate(planes, axis=2)
+    return np.concatenate(same_pixel_type(planes), axis=2)
 
 
 def read_sample_mask(sample: Sample, class_map: ClassMap, image_size: tuple[int, int]) -> np.ndarray:

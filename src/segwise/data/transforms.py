@@ -80,6 +80,13 @@ def dtype_max(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
 
 
+def same_pixel_type(planes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Planes stacked into one image share a pixel type: of mixed types, each becomes float32 over its full scale."""
+    if len({plane.dtype for plane in planes}) <= 1:
+        return list(planes)
+    return [plane.astype(np.float32) / np.float32(dtype_max(plane.dtype)) for plane in planes]
+
+
 def normalize(
     image: np.ndarray,
     mean: Sequence[float] | float | None = None,

@@ -6,13 +6,16 @@ size and normalisation; they must agree on the classes and on the input bands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from segwise.errors import CheckpointError, ConfigError
 from segwise.inference.predictor import Predictor
+from segwise.inference.raster import RasterResult, predict_raster
 from segwise.inference.whole import InferenceMode
 
 METHODS = ("mean", "weighted", "vote", "floor_mean")
@@ -84,26 +87,36 @@ class Ensemble:
         members = [predictor] + [Predictor.from_path(Path(p), predictor.device, predictor.mode) for p in paths]
         return cls(members, weights, method, names=[name, *paths])
 
+    def combine(self, outputs: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The members' K×… probabilities, in member order → the ensemble's K×… output (the class docstring).
+
+        Taken one at a time, so besides the running total only one member's output is held; the same rule serves
+        whole images (`predict_proba`) and streamed raster bands (`predict_raster`).
+        """
+        total: torch.Tensor | None = None
+        for probs, weight in zip(outputs, self.weights):
+            weight = float(weight)
+            if self.method in ("mean", "weighted"):
+                part = probs * weight
+            elif self.method == "vote":
+                part = torch.zeros_like(probs).scatter_(0, probs.argmax(0, keepdim=True), weight)
+            else:
+                part = probs.argmax(0).double() * weight
+            total = part if total is None else total.add_(part)
+        if self.method != "floor_mean":
+            return total
+        label = torch.floor(total + 1e-6).long()  # the epsilon absorbs rounding in the weight sum
+        return (torch.arange(self.spec.num_classes)[:, None, None] == label[None]).float()
+
     def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """H×W×C image → K×H×W float32: (weighted) mean probabilities, vote shares, or one-hot `floor_mean`."""
-        height, width = image.shape[:2]
-        classes = self.spec.num_classes
-        if self.method in ("mean", "weighted"):
-            total = np.zeros((classes, height, width), dtype=np.float32)
-            for member, weight in zip(self.members, self.weights):
-                total += np.float32(weight) * member.predict_proba(image, source)
-            return total
-        if self.method == "vote":
-            votes = np.zeros((classes, height * width), dtype=np.float32)
-            pixels = np.arange(height * width)
-            for member, weight in zip(self.members, self.weights):
-                votes[member.predict_proba(image, source).argmax(0).ravel(), pixels] += np.float32(weight)
-            return votes.reshape(classes, height, width)
-        mean_label = np.zeros((height, width), dtype=np.float64)
-        for member, weight in zip(self.members, self.weights):
-            mean_label += weight * member.predict_proba(image, source).argmax(0)
-        label = np.floor(mean_label + 1e-6).astype(np.int64)  # the epsilon absorbs rounding in the weight sum
-        return (np.arange(classes)[:, None, None] == label[None]).astype(np.float32)
+        return self.combine(torch.from_numpy(m.predict_proba(image, source)) for m in self.members).numpy()
+
+    def predict_raster(self, src: Path | Sequence[Path], dst: Path, **options: Any) -> RasterResult:
+        """Stream a raster of any size through every member (the first member's mode) and write the combined
+        outputs; `src` and `options` as in `segwise.inference.predict_raster`."""
+        return predict_raster([m.raster_model() for m in self.members], src, dst, mode=self.members[0].mode,
+                              combine=self.combine, device=self.device, **options)
 
     def labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Argmax of the combined output (for `vote`: ties → lowest class), or `P(class 1) >= threshold`."""

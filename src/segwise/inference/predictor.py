@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,7 +15,7 @@ from torch.fx.experimental.optimization import fuse
 from segwise.data.transforms import normalize
 from segwise.engine.checkpoint import ModelSpec, load_model
 from segwise.errors import DataError
-from segwise.inference.raster import RasterResult, predict_raster
+from segwise.inference.raster import RasterModel, RasterResult, predict_raster
 from segwise.inference.whole import InferenceMode, WholeImage
 from segwise.models import input_stride
 
@@ -105,14 +107,13 @@ class Predictor:
         """H×W×C image → H×W class indices."""
         return self.labels(self.predict_proba(image), threshold)
 
-    def predict_raster(self, src: Path, dst: Path, *, probs: str | None = None, confidence: bool = False,
-                       color: bool = False, overwrite: bool = False, threshold: float | None = None,
-                       progress: bool | None = None) -> RasterResult:
-        """Stream a raster of any size window by window into GeoTIFF outputs (see `segwise.inference.raster`).
+    def raster_model(self) -> RasterModel:
+        """The network as `predict_raster` streams it."""
+        return RasterModel(self.model, self.spec, self.stride)
 
-        Uses this predictor's mode (sliding settings and TTA; `WholeImage` becomes 1024-pixel windows).
-        Fixed-size models (`spec.image_size`) see windows at the raster's own resolution, not resized.
+    def predict_raster(self, src: Path | Sequence[Path], dst: Path, **options: Any) -> RasterResult:
+        """Stream a raster of any size window by window into GeoTIFF outputs with this predictor's mode (sliding
+        settings and TTA; `WholeImage` becomes 1024-pixel windows). `src` and `options` (probs, confidence, color,
+        overwrite, threshold, progress) as in `segwise.inference.predict_raster`.
         """
-        return predict_raster(self.model, self.spec, src, dst, mode=self.mode, stride=self.stride,
-                              device=self.device, probs=probs, confidence=confidence, color=color,
-                              overwrite=overwrite, threshold=threshold, progress=progress)
+        return predict_raster([self.raster_model()], src, dst, mode=self.mode, device=self.device, **options)

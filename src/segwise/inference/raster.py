@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,13 +26,13 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from torch import nn
 
-from segwise.data.transforms import normalize
+from segwise.data.transforms import normalize, same_pixel_type
 from segwise.engine.checkpoint import ModelSpec
 from segwise.errors import ConfigError, DataError
 from segwise.inference.sliding import SlidingWindow
 from segwise.inference.tta import MultiScaleFlip
-from segwise.inference.whole import InferenceMode, WholeImage
-from segwise.inference.windows import blend_windows
+from segwise.inference.whole import InferenceMode, ResizedInput, WholeImage
+from segwise.inference.windows import WindowPlan, blend_windows
 
 RASTER_EXTENSIONS = (".tif", ".tiff")
 PROBS_KINDS = ("uint8", "float16")
@@ -127,21 +128,39 @@ def _working_dtype(dtype: np.dtype, path: Path) -> np.dtype:
 
 
 class RowReader:
-    """Reads a raster's rows once, top to bottom, holding only the rows the current window row needs.
+    """Reads rows of one or more rasters on the same grid (an image and its extra planes) once, top to bottom,
+    holding only the rows the current window row needs; their bands are stacked in order.
 
-    Also keeps the valid-pixel mask of rows read but not yet written, for the writers (`take_valid`).
+    With `track_valid`, also keeps the valid-pixel mask (valid in every source) of rows read but not yet taken by
+    the writers (`take_valid`).
     """
 
-    def __init__(self, src, path: Path) -> None:
-        self.src, self.path = src, path
-        self.dtype = _working_dtype(src.dtypes[0], path)
+    def __init__(self, sources: Sequence, paths: Sequence[Path], track_valid: bool = True) -> None:
+        self.sources, self.paths = list(sources), list(paths)
+        dtypes = [_working_dtype(src.dtypes[0], path) for src, path in zip(self.sources, self.paths)]
+        self.dtype = same_pixel_type([np.empty(0, dtype) for dtype in dtypes])[0].dtype  # float32 when mixed
+        self.width = self.sources[0].width
         self.top = 0
-        self.data = np.empty((src.count, 0, src.width), self.dtype)
-        flags = src.mask_flag_enums
-        self.masked = any(MaskFlags.all_valid not in band for band in flags)
-        self.valid = np.empty((0, src.width), bool)
+        self.data = np.empty((sum(src.count for src in self.sources), 0, self.width), self.dtype)
+        self.masked = track_valid and any(MaskFlags.all_valid not in band for src in self.sources
+                                          for band in src.mask_flag_enums)
+        self.valid = np.empty((0, self.width), bool)
         self.valid_top = 0
         self.max_rows = 0
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        window = Window(0, start, self.width, stop - start)
+        planes, valid = [], None
+        for src, path in zip(self.sources, self.paths):
+            try:
+                planes.append(src.read(window=window).astype(_working_dtype(src.dtypes[0], path), copy=False))
+                if self.masked:
+                    mask = src.dataset_mask(window=window) > 0
+                    valid = mask if valid is None else valid & mask
+            except Exception as exc:
+                raise DataError(f"{path}: rows {start}..{stop} cannot be read ({exc}); the file may be "
+                                "damaged") from None
+        return np.concatenate(same_pixel_type(planes), axis=0), valid
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Pixels C×(stop-start)×W of rows [start, stop) (start never goes back), and their valid mask."""
@@ -150,13 +169,7 @@ class RowReader:
             self.data = self.data[:, start - self.top:]
             self.top = start
         if stop > end:
-            window = Window(0, end, self.src.width, stop - end)
-            try:
-                new = self.src.read(window=window).astype(self.dtype, copy=False)
-                new_valid = self.src.dataset_mask(window=window) > 0 if self.masked else None
-            except Exception as exc:
-                raise DataError(f"{self.path}: rows {end}..{stop} cannot be read ({exc}); the file may be "
-                                "damaged") from None
+            new, new_valid = self._read(end, stop)
             self.data = np.concatenate([self.data, new], axis=1)
             if new_valid is not None:
                 self.valid = np.concatenate([self.valid, new_valid], axis=0)
@@ -293,62 +306,120 @@ def _progress(total: int, name: str, enabled: bool | None):
                     console=Console(stderr=True))
 
 
-@torch.inference_mode()
-def predict_raster(model: nn.Module, spec: ModelSpec, src: Path, dst: Path, *, mode: InferenceMode | None = None,
-                   stride: int = 32, device: torch.device | str | None = None, probs: str | None = None,
-                   confidence: bool = False, color: bool = False, overwrite: bool = False,
-                   threshold: float | None = None, progress: bool | None = None) -> RasterResult:
-    """Stream `src` through `model` window by window and write the class raster `dst` (+ optional outputs).
+@dataclass(frozen=True)
+class RasterModel:
+    """One network as streaming runs it: the eval-mode model, the spec of its preprocessing and its input stride."""
 
-    `mode` gives window, stride/overlap, blending and TTA (see `streaming_mode`); `stride` is the model's input
-    stride. `probs` is None, "uint8" (p·255 rounded) or "float16"; `confidence` writes max p as uint8 (p·255).
-    Existing outputs are an error unless `overwrite`; outputs appear only when complete.
+    model: nn.Module
+    spec: ModelSpec
+    stride: int = 32
+
+
+def open_sources(paths: Sequence[Path], spec: ModelSpec) -> list:
+    """Open the image raster and its extra planes; they must share the grid and give the model's band count."""
+    sources = [open_raster(path) for path in paths]
+    try:
+        first = sources[0]
+        for path, src in zip(paths[1:], sources[1:]):
+            if (src.height, src.width) != (first.height, first.width):
+                raise DataError(f"{path}: extra plane is {src.height}x{src.width} but the image {paths[0]} is "
+                                f"{first.height}x{first.width}; resample it to the image grid")
+        bands = [src.count for src in sources]
+        if sum(bands) != spec.in_channels:
+            given = str(bands[0]) if len(bands) == 1 else (
+                " + ".join(f"{count} ({path.name})" for count, path in zip(bands, paths)) + f" = {sum(bands)}")
+            raise DataError(f"{paths[0]}: raster has {given} band(s) but the model takes {spec.in_channels} "
+                            f"(image bands + extra channels {spec.extra_channels or 'none'}); give a raster with "
+                            "the bands the model was trained on, in the same order")
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    return sources
+
+
+def member_bands(member: RasterModel, reader: RowReader, plan: WindowPlan, sliding: SlidingWindow,
+                 device: torch.device, on_batch: Callable[[int], None],
+                 stats: dict) -> Iterator[tuple[int, torch.Tensor]]:
+    """One model's finished probability row bands (first row, K×n×W) over the rows `reader` streams.
+
+    A fixed-input model (`spec.image_size`) gets each window resized to its input size, as a whole image would be.
     """
-    src, dst = Path(src), Path(dst)
+    wh, ww = plan.window
+    window_mode = sliding.window_mode
+    if member.spec.image_size:
+        window_mode = ResizedInput(tuple(member.spec.image_size), window_mode or WholeImage())
+
+    def windows():
+        for y in plan.ys:
+            pixels, valid = reader.rows(y, y + wh)
+            for x in plan.xs:
+                yield y, x, _normalised_window(pixels[:, :, x:x + ww], None if valid is None else valid[:, x:x + ww],
+                                               member.spec)
+
+    return blend_windows(member.model, plan, windows(), member.stride, batch_size=sliding.batch_size,
+                         blend=sliding.blend, sigma_scale=sliding.sigma_scale, average=sliding.average,
+                         window_mode=window_mode, device=device, on_batch=on_batch, stats=stats)
+
+
+@torch.inference_mode()
+def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], dst: Path, *,
+                   mode: InferenceMode | None = None,
+                   combine: Callable[[Iterable[torch.Tensor]], torch.Tensor] | None = None,
+                   device: torch.device | str | None = None, probs: str | None = None, confidence: bool = False,
+                   color: bool = False, overwrite: bool = False, threshold: float | None = None,
+                   progress: bool | None = None) -> RasterResult:
+    """Stream `src` through the models window by window and write the class raster `dst` (+ optional outputs).
+
+    `src`: a raster, or the image raster followed by its extra channel planes (same grid, bands stacked in order).
+    `models`: one model, or ensemble members whose probability bands `combine` merges (members may differ in
+    architecture and normalisation; each streams its own copy of the rows, so memory grows with their number).
+    The first model's spec gives classes and palette.
+    `mode` gives window, stride/overlap, blending and TTA (see `streaming_mode`). `probs` is None, "uint8"
+    (p·255 rounded) or "float16"; `confidence` writes max p as uint8 (p·255). Existing outputs are an error
+    unless `overwrite`; outputs appear only when complete.
+    """
+    paths = [Path(src)] if isinstance(src, (str, os.PathLike)) else [Path(p) for p in src]
+    dst = Path(dst)
+    if not models:
+        raise ConfigError("predict_raster needs at least one model")
+    if len(models) > 1 and combine is None:
+        raise ConfigError("several models need a `combine` function (see segwise.inference.Ensemble)")
+    spec = models[0].spec
     if probs is not None and probs not in PROBS_KINDS:
         raise ConfigError(f"probs must be one of {', '.join(PROBS_KINDS)}, got {probs!r}")
     if threshold is not None and spec.num_classes != 2:
         raise DataError(f"--threshold needs a two-class model; this one has {spec.num_classes} classes")
-    paths = output_paths(dst, color=color, probs=probs, confidence=confidence)
-    existing = [str(p) for p in paths.values() if p.exists()]
+    outputs = output_paths(dst, color=color, probs=probs, confidence=confidence)
+    existing = [str(p) for p in outputs.values() if p.exists()]
     if existing and not overwrite:
         raise DataError(f"output exists: {', '.join(existing)}; pass --overwrite (overwrite=True) to replace it, "
                         "or choose another output folder")
     sliding = streaming_mode(mode)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(models[0].model.parameters()).device
     palette = np.asarray(spec.palette, dtype=np.uint8)
     stats = RasterStats()
-    temps = {kind: path.with_name(f".{path.name}.partial") for kind, path in paths.items()}
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(src) as source, warnings.catch_warnings():
+    temps = {kind: path.with_name(f".{path.name}.partial") for kind, path in outputs.items()}
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        if source.count != spec.in_channels:
-            raise DataError(f"{src}: raster has {source.count} band(s) but the model takes {spec.in_channels} "
-                            f"(image bands + extra channels {spec.extra_channels or 'none'}); give a raster with "
-                            "the bands the model was trained on, in the same order")
-        reader = RowReader(source, src)
-        plan = sliding.plan(source.height, source.width)
-        wh, ww = plan.window
-        profiles = _profiles(source, spec, paths, probs, reader.masked, wh)
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        sources = open_sources(paths, spec)
         datasets = {}
         try:
+            source = sources[0]
+            readers = [RowReader(sources, paths, track_valid=index == 0) for index in range(len(models))]
+            plan = sliding.plan(source.height, source.width)
+            profiles = _profiles(source, spec, outputs, probs, readers[0].masked, plan.window[0])
+            dst.parent.mkdir(parents=True, exist_ok=True)
             for kind, profile in profiles.items():
                 datasets[kind] = rasterio.open(temps[kind], "w", **profile)
             if profiles["classes"]["dtype"] == "uint8":
                 datasets["classes"].write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(palette)})
             masked_kinds = {"color", "probs"} if probs == "uint8" else {"color"}  # no nodata value fits these
-            writers = {kind: BlockWriter(ds, profiles[kind]["blockysize"], reader.masked and kind in masked_kinds)
+            writers = {kind: BlockWriter(ds, profiles[kind]["blockysize"], readers[0].masked and kind in masked_kinds)
                        for kind, ds in datasets.items()}
-
-            def windows():
-                for y in plan.ys:
-                    pixels, valid = reader.rows(y, y + wh)
-                    for x in plan.xs:
-                        yield y, x, _normalised_window(pixels[:, :, x:x + ww], None if valid is None else
-                                                       valid[:, x:x + ww], spec)
-
-            bar = _progress(len(plan), src.name, progress)
-            task = bar.add_task(src.name, total=len(plan), rate="-") if bar else None
+            total = len(plan) * len(models)
+            bar = _progress(total, paths[0].name, progress)
+            task = bar.add_task(paths[0].name, total=total, rate="-") if bar else None
             start = time.perf_counter()
 
             def advance(count: int) -> None:
@@ -358,14 +429,15 @@ def predict_raster(model: nn.Module, spec: ModelSpec, src: Path, dst: Path, *, m
                     bar.update(task, advance=count, rate=f"{stats.windows / max(elapsed, 1e-9):.1f}")
 
             band_stats: dict = {}
+            streams = [member_bands(member, reader, plan, sliding, device, advance, band_stats if i == 0 else {})
+                       for i, (member, reader) in enumerate(zip(models, readers))]
             if bar is not None:
                 bar.start()
             try:
-                for top, band in blend_windows(model, plan, windows(), stride, batch_size=sliding.batch_size,
-                                               blend=sliding.blend, sigma_scale=sliding.sigma_scale,
-                                               average=sliding.average, window_mode=sliding.window_mode,
-                                               device=device, on_batch=advance, stats=band_stats):
-                    valid = reader.take_valid(top, top + band.shape[1])
+                for bands in zip(*streams):  # every member yields the same row bands: they follow the one plan
+                    top = bands[0][0]
+                    band = bands[0][1] if combine is None else combine(band for _, band in bands)
+                    valid = readers[0].take_valid(top, top + band.shape[1])
                     for kind, array in _outputs(band, profiles, palette, valid, threshold, probs).items():
                         writers[kind].write(array, valid)
             finally:
@@ -375,15 +447,19 @@ def predict_raster(model: nn.Module, spec: ModelSpec, src: Path, dst: Path, *, m
                 writer.flush()
             stats.seconds = time.perf_counter() - start
             stats.band_rows = band_stats.get("band_rows", 0)
-            stats.input_rows = reader.max_rows
+            stats.input_rows = max(reader.max_rows for reader in readers)
         except BaseException:
             for ds in datasets.values():
                 ds.close()
             for temp in temps.values():
                 temp.unlink(missing_ok=True)
             raise
+        finally:
+            for opened in sources:
+                opened.close()
         for ds in datasets.values():
             ds.close()
-    for kind, path in paths.items():
+    for kind, path in outputs.items():
         os.replace(temps[kind], path)
-    return RasterResult(paths["classes"], paths.get("color"), paths.get("probs"), paths.get("confidence"), stats)
+    return RasterResult(outputs["classes"], outputs.get("color"), outputs.get("probs"), outputs.get("confidence"),
+                        stats)

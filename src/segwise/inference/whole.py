@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -41,3 +42,20 @@ class WholeImage:
     def __call__(self, model: nn.Module, images: torch.Tensor, stride: int) -> torch.Tensor:
         height, width = images.shape[-2:]
         return logits_to_probs(model(pad_to_multiple(images, stride)))[..., :height, :width]
+
+
+@dataclass
+class ResizedInput:
+    """Run `base` on the images resized (bilinear) to a fixed-input model's `size` and resize the probabilities
+    back: how a streamed window reaches a model trained on images resized to one size."""
+
+    size: tuple[int, int]
+    base: InferenceMode = field(default_factory=WholeImage)
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, stride: int) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        if (height, width) == tuple(self.size):
+            return self.base(model, images, stride)
+        resized = F.interpolate(images, size=tuple(self.size), mode="bilinear", align_corners=False)
+        return F.interpolate(self.base(model, resized, stride), size=(height, width), mode="bilinear",
+                             align_corners=False)

@@ -31,7 +31,7 @@ from segwise.inference.ensemble import Ensemble
 from segwise.inference.predictor import Predictor
 from segwise.inference.raster import RASTER_EXTENSIONS, raster_size
 from segwise.inference.whole import InferenceMode
-from segwise.inference.rle import rle_encode, write_rle_csv
+from segwise.inference.rle import raster_rle_encode, rle_encode, write_rle_csv
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics import ConfusionMatrix, per_image_miou, write_metrics
 from segwise.losses import parse_loss_spec
@@ -320,9 +320,7 @@ class RasterOptions:
 
 
 def streams(sample: Sample, max_pixels: int) -> bool:
-    """TIFFs, and images over `max_pixels`, go through the streaming raster path (one file, no extra planes)."""
-    if sample.extras:
-        return False
+    """TIFFs, and images over `max_pixels`, go through the streaming raster path (with their extra planes)."""
     if sample.image.suffix.lower() in RASTER_EXTENSIONS:
         return True
     try:
@@ -342,8 +340,8 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
 
     `rle`: also write a `name<TAB>rle` CSV (TianChi format) of class `rle_class`, or of every non-zero class.
     `mode`: whole image (default), sliding windows and/or TTA. TIFF inputs and inputs over `raster.max_pixels`
-    are streamed window by window into GeoTIFFs (`Predictor.predict_raster`) unless they need extra channel
-    planes, an ensemble or RLE, which read the image whole.
+    are streamed window by window into GeoTIFFs (`predict_raster`), with their extra channel planes, through
+    every ensemble member; their RLE is read back from the class GeoTIFF in column strips.
     """
     raster = raster or RasterOptions()
     predictor = Predictor.from_path(model_path, device, mode)
@@ -352,11 +350,13 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
     out_dir = ensure_writable_dir(out_dir)
     written, rle_rows = [], []
     for sample in prediction_inputs(inputs, predictor.spec.extra_channels):
-        if isinstance(predictor, Predictor) and rle is None and streams(sample, raster.max_pixels):
-            result = predictor.predict_raster(sample.image, out_dir / f"{sample.name}.tif", probs=raster.probs,
-                                              confidence=raster.confidence, color=raster.color,
+        if streams(sample, raster.max_pixels):
+            result = predictor.predict_raster([sample.image, *sample.extras], out_dir / f"{sample.name}.tif",
+                                              probs=raster.probs, confidence=raster.confidence, color=raster.color,
                                               overwrite=raster.overwrite, threshold=threshold,
                                               progress=raster.progress)
+            if rle is not None:
+                rle_rows.append((sample.image.name, raster_rle_encode(result.classes, rle_class)))
             written.append(result.classes)
             continue
         image = read_sample_image(sample)

@@ -155,7 +155,7 @@ class BandAccumulator:
         self.weights[row:row + height, x:x + width] += weights
 
     def pop(self, until: int) -> torch.Tensor:
-        """Normalise and return the finished rows [top, until) (K×n×W) and shift the band so that `until` is its top."""
+        """Normalise and return the finished rows [top, until) as K×n×W and shift the band so `until` is its top."""
         count = max(min(until - self.top, self.rows), 0)
         done = (self.sums[:count] / self.weights[:count, :, None]).permute(2, 0, 1)
         if count == 0:

@@ -100,7 +100,7 @@ def test_gaussian_weights_match_monai_definition():
         weight_map(4, 4, "cosine")
 
 
-def test_band_accumulator_shifts_rows_and_normalises():
+def test_band_accumulator_reuses_its_rows_and_normalises():
     acc = BandAccumulator(classes=1, width=4, rows=3)
     ones = torch.ones(1, 3, 4)
     acc.add(0, 0, ones, torch.ones(3, 4))
@@ -110,6 +110,28 @@ def test_band_accumulator_shifts_rows_and_normalises():
     acc.add(1, 0, 5 * ones, torch.full((3, 4), 2.0))  # rows 1, 2: (1 + 3 + 5·2)/(2 + 2) = 3.5; row 3 = 5
     rest = acc.pop(4)
     assert torch.allclose(rest[0, :, 0], torch.tensor([3.5, 3.5, 5.0])) and acc.rows == 3
+    acc.add(4, 1, 7 * torch.ones(1, 3, 2), torch.ones(3, 2))  # rows 4..6 wrap around the ring of 3 rows
+    last = acc.pop(7)
+    assert torch.all(last[:, :, 1:3] == 7) and torch.all(last[:, :, [0, 3]].isnan())  # 0/0: no window there
+    with pytest.raises(RuntimeError, match="raster order"):
+        acc.add(5, 0, ones, torch.ones(3, 4))
+
+
+def test_finished_rows_come_in_bounded_bands(net, monkeypatch):
+    from segwise.inference import windows
+
+    images = torch.randn(1, 3, 50, 70, generator=torch.Generator().manual_seed(5))
+    mode = SlidingWindow(24, stride=16, blend="gaussian")
+    whole_bands = run(mode, net, images)
+    monkeypatch.setattr(windows, "BAND_VALUES", 70 * 4 * 3)  # three rows of 70 pixels × 4 classes
+    plan = mode.plan(50, 70)
+    with torch.inference_mode():
+        crops = ((y, x, images[0, :, y:y + 24, x:x + 24]) for y, x in plan)
+        bands = list(windows.blend_windows(net, plan, crops, 1, blend="gaussian"))
+    assert max(band.shape[1] for _, band in bands) == 3
+    ends = [top + band.shape[1] for top, band in bands]
+    assert [top for top, _ in bands] == [0, *ends[:-1]] and ends[-1] == 50  # in order, each row once
+    torch.testing.assert_close(torch.cat([band for _, band in bands], dim=1), whole_bands[0])
 
 
 # ---- sliding == whole where it must be -------------------------------------------------------------------------

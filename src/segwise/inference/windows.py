@@ -22,6 +22,7 @@ BLENDS = ("constant", "gaussian")
 AVERAGES = ("probs", "logits")
 MIN_WEIGHT = 1e-3  # Gaussian weights are floored here (as in MONAI) so border pixels never get a zero weight
 LOG_FLOOR = 1e-38  # probabilities are floored here before the log when logits are averaged
+BAND_VALUES = 2**24  # finished rows are handed on in bands of at most this many values (64 MiB of float32)
 
 
 def pair(value: int | tuple[int, int] | list[int], option: str) -> tuple[int, int]:
@@ -130,45 +131,49 @@ def window_batch(model: nn.Module, windows: torch.Tensor, stride: int, window_mo
 
 
 class BandAccumulator:
-    """Weighted sums and weight sums rows×W for the image rows that windows still touch.
+    """Weighted sums and weight sums of the image rows that windows still touch, in a ring of `rows` rows.
 
     Windows must arrive in raster order. Before a window starting at row y is added, every row above y is final:
-    `pop(y)` returns those rows normalised (K×n×W) and shifts the band up, so at most window-height rows are held.
-    The sums are stored pixel-major (rows×W×K), the layout of a channels_last network's output, so adding a
-    window reads and writes memory in order (4x faster than class-major sums fed channels_last windows).
+    `pop(y)` returns those rows normalised (K×n×W) and frees their ring rows for rows further down, so at most
+    `rows` (the window height) are held and no row is ever moved. The sums are stored pixel-major (rows×W×K), the
+    layout of a channels_last network's output, so adding a window reads and writes memory in order.
     """
 
     def __init__(self, classes: int, width: int, rows: int, device: torch.device | str | None = None) -> None:
-        self.top = 0  # image row held in band row 0
+        self.top = 0  # first image row not yet popped
         self.sums = torch.zeros(rows, width, classes, device=device)
         self.weights = torch.zeros(rows, width, device=device)
         self.rows = rows  # allocated band rows (the memory bound; tests read it)
 
+    def _ring(self, start: int, stop: int) -> list[tuple[slice, slice]]:
+        """(ring rows, rows of the block) holding image rows [start, stop): one pair, two where the ring wraps."""
+        first, count = start % self.rows, stop - start
+        if first + count <= self.rows:
+            return [(slice(first, first + count), slice(0, count))]
+        split = self.rows - first
+        return [(slice(first, self.rows), slice(0, split)), (slice(0, count - split), slice(split, count))]
+
     def add(self, y: int, x: int, values: torch.Tensor, weights: torch.Tensor) -> None:
         """Add one window's K×h×w values, multiplied by its h×w weights, at image position (y, x)."""
         height, width = values.shape[-2:]
-        row = y - self.top
-        if row < 0 or row + height > self.rows:
+        if y < self.top or y + height > self.top + self.rows:
             raise RuntimeError(f"window at row {y} (height {height}) is outside the band "
                                f"{self.top}..{self.top + self.rows}; windows must come in raster order")
-        self.sums[row:row + height, x:x + width].addcmul_(values.permute(1, 2, 0), weights[..., None])
-        self.weights[row:row + height, x:x + width] += weights
+        pixels = values.permute(1, 2, 0)
+        for ring, block in self._ring(y, y + height):
+            self.sums[ring, x:x + width].addcmul_(pixels[block], weights[block, :, None])
+            self.weights[ring, x:x + width] += weights[block]
 
     def pop(self, until: int) -> torch.Tensor:
-        """Normalise and return the finished rows [top, until) as K×n×W and shift the band so `until` is its top."""
-        count = max(min(until - self.top, self.rows), 0)
-        done = (self.sums[:count] / self.weights[:count, :, None]).permute(2, 0, 1)
-        if count == 0:
-            return done
-        keep = self.rows - count
-        for start in range(0, keep, count):  # chunks no taller than the shift: source and target never overlap
-            stop = min(start + count, keep)
-            self.sums[start:stop].copy_(self.sums[start + count:stop + count])
-            self.weights[start:stop].copy_(self.weights[start + count:stop + count])
-        self.sums[keep:].zero_()
-        self.weights[keep:].zero_()
-        self.top += count
-        return done
+        """Normalise and return the finished rows [top, until) as K×n×W and free them (`top` becomes `until`)."""
+        until = max(min(until, self.top + self.rows), self.top)
+        done = self.sums.new_empty(until - self.top, *self.sums.shape[1:])
+        for ring, block in self._ring(self.top, until):
+            torch.div(self.sums[ring], self.weights[ring, :, None], out=done[block])
+            self.sums[ring].zero_()
+            self.weights[ring].zero_()
+        self.top = until
+        return done.permute(2, 0, 1)
 
 
 def blend_windows(model: nn.Module, plan: WindowPlan, windows: Iterable[tuple[int, int, torch.Tensor]], stride: int,
@@ -178,7 +183,8 @@ def blend_windows(model: nn.Module, plan: WindowPlan, windows: Iterable[tuple[in
                   stats: dict | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Run windows (y, x, C×h×w normalised) in batches and yield finished row bands (first row, K×n×W probs).
 
-    The bands come top to bottom and together cover every row of the image once. `on_batch(n)` is called after
+    The bands come top to bottom, hold at most BAND_VALUES values each and together cover every row of the image
+    once (at the same rows for every model over one plan and class count). `on_batch(n)` is called after
     each forward of n windows (progress bars); `stats['band_rows']` receives the accumulator's allocated rows.
     """
     if batch_size <= 0:
@@ -188,9 +194,14 @@ def blend_windows(model: nn.Module, plan: WindowPlan, windows: Iterable[tuple[in
     weights = None
     accumulator: BandAccumulator | None = None
 
-    def finish(until: int) -> torch.Tensor:
-        band = accumulator.pop(until)
-        return band.softmax(dim=0) if average == "logits" else band
+    def finish(until: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """The rows above `until`, in bands of at most BAND_VALUES values (a 30 000-pixel-wide, 16-class image
+        would otherwise need 0.7 GB for the finished rows of one window row)."""
+        rows = max(1, BAND_VALUES // (plan.width * accumulator.sums.shape[2]))
+        while accumulator.top < until:
+            top = accumulator.top
+            band = accumulator.pop(min(until, top + rows))
+            yield top, band.softmax(dim=0) if average == "logits" else band
 
     pending: list[tuple[int, int, torch.Tensor]] = []
 
@@ -206,9 +217,7 @@ def blend_windows(model: nn.Module, plan: WindowPlan, windows: Iterable[tuple[in
             if stats is not None:
                 stats["band_rows"] = accumulator.rows
         for (y, x, _), values in zip(batch, outputs):
-            if y > accumulator.top:
-                top = accumulator.top
-                yield top, finish(y)
+            yield from finish(y)
             accumulator.add(y, x, values, weights)
         if on_batch is not None:
             on_batch(len(batch))
@@ -221,6 +230,4 @@ def blend_windows(model: nn.Module, plan: WindowPlan, windows: Iterable[tuple[in
     if pending:
         yield from run(pending)
     if accumulator is not None:
-        while accumulator.top < plan.height:
-            top = accumulator.top
-            yield top, finish(plan.height)
+        yield from finish(plan.height)

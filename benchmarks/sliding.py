@@ -4,12 +4,13 @@ Every contender runs the same network (smp Unet, random init with one seed, eval
 (size, overlap, MONAI's placement), batch of windows and blending, from the same GeoTIFF to a class GeoTIFF:
 
 - `segwise`:  `segwise.inference.Predictor(...).predict_raster` (rows read, blended and written band by band; the
-              Predictor runs the network in channels_last memory format, as it does for every user);
+              Predictor folds BatchNorm into the convolutions and runs the network in channels_last memory
+              format, as it does for every user);
 - `segwise-memory`: segwise's in-memory `SlidingWindow` mode on the whole image tensor (optional, --memory-mode);
 - `monai`:    the image read whole, `monai.inferers.sliding_window_inference` (softmax per window, output on the
               CPU), argmax, class GeoTIFF written whole;
-- `monai-cl`: MONAI as above with the network switched to channels_last by hand (not MONAI's default), which
-              separates the memory-format gain from the engine's own;
+- `monai-cl`: MONAI as above given the network segwise's Predictor prepares (BatchNorm folded, channels_last),
+              which MONAI does not do by default: this separates the network preparation from the engine's own work;
 - `naive`:    mmseg's `slide_inference` pattern: full-size float32 probability sum and count map, one window
               per forward, constant weights.
 
@@ -245,10 +246,9 @@ def run_one(args: argparse.Namespace) -> dict:
                      num_classes=args.classes, class_names=[f"c{i}" for i in range(args.classes)],
                      palette=[[i, i, i] for i in range(args.classes)], mean=mean, std=std)
     mode = SlidingWindow(args.window, overlap=args.overlap, batch_size=args.batch, blend=args.blend)
-    if args.run_one == "segwise":
-        predictor = Predictor(model, spec, device, mode)  # what `segwise predict` runs (model in channels_last)
-    elif args.run_one == "monai-cl":
-        model = model.to(memory_format=torch.channels_last)
+    if args.run_one in ("segwise", "monai-cl"):
+        predictor = Predictor(model, spec, device, mode)  # what `segwise predict` runs (folded, channels_last)
+        model = predictor.model
     with rasterio.open(args.input) as src:
         height, width, profile = src.height, src.width, src.profile
     windows = len(plan_windows(height, width, args.window, overlap=args.overlap))

@@ -34,11 +34,11 @@ def make_spec(in_channels: int = 3, **kwargs) -> ModelSpec:
     return ModelSpec(**{**values, **kwargs})
 
 
-def write_geotiff(path: Path, pixels: np.ndarray, nodata: float | None = 0) -> Path:
+def write_geotiff(path: Path, pixels: np.ndarray, nodata: float | None = 0, block: int = 64) -> Path:
     bands, height, width = pixels.shape
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=pixels.dtype,
                        crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=nodata,
-                       tiled=True, blockxsize=64, blockysize=64) as dst:
+                       tiled=True, blockxsize=block, blockysize=block) as dst:
         dst.write(pixels)
     return path
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from affine import Affine
 from rasterio.io import DatasetReader
 
 from segwise.cli import main
@@ -18,6 +16,7 @@ from segwise.inference.rle import (
     coco_counts_to_string, coco_rle_decode, coco_rle_encode, coco_string_to_counts, decode_rle_csv, raster_rle_encode,
     read_rle_csv, rle_decode, rle_encode, write_rle_csv,
 )
+from tests.test_raster import write_geotiff
 
 # 3×3 by hand. Column-major pixels: 0 1 0 | 1 1 0 | 0 0 1 → runs at 1-based 2 (1 px), 4 (2 px), 9 (1 px)
 SMALL = np.array([[0, 1, 0],
@@ -258,14 +257,9 @@ def test_cli_rle_encode_round_trips_through_decode(tmp_path: Path, capsys):
 
 # ---- rasters larger than memory -----------------------------------------------------------------------------
 def write_class_tif(path: Path, bands: np.ndarray, nodata: float | None = None) -> Path:
-    """A tiled GeoTIFF as segwise writes class maps; `bands` is H×W or C×H×W."""
-    bands = bands[None] if bands.ndim == 2 else bands
-    count, height, width = bands.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=bands.dtype,
-                       crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=nodata,
-                       tiled=True, blockxsize=16, blockysize=16) as dst:
-        dst.write(bands)
-    return path
+    """A tiled GeoTIFF as segwise writes class maps (small tiles, so strips cut through them); `bands` is H×W or
+    C×H×W."""
+    return write_geotiff(path, bands[None] if bands.ndim == 2 else bands, nodata, block=16)
 
 
 def class_masks(seed: int = 3) -> list[np.ndarray]:

@@ -265,6 +265,18 @@ def test_streamed_ensemble_equals_the_in_memory_ensemble(tmp_path, method):
     assert result.stats.windows == 3 * len(SlidingWindow(32, overlap=0.5).plan(70, 90))
 
 
+def test_every_ensemble_member_sees_nodata_as_the_mean(net, tmp_path):
+    src = write_geotiff(tmp_path / "n.tif", random_pixels(3, 60, 70, seed=12))  # nodata corner
+    mode = SlidingWindow(32, overlap=0.5)
+    members = [Predictor(net, make_spec(), "cpu", mode) for _ in range(2)]
+    pair = Ensemble(members).predict_raster(src, tmp_path / "pair.tif", probs="float16")
+    alone = members[0].predict_raster(src, tmp_path / "alone.tif", probs="float16")
+    with rasterio.open(pair.probs) as a, rasterio.open(alone.probs) as b:
+        np.testing.assert_allclose(a.read(), b.read(), atol=1e-3)
+    with rasterio.open(pair.classes) as out:
+        assert (out.read(1)[:9, :13] == 255).all()
+
+
 def test_extra_channel_planes_stream_with_the_image(tmp_path):
     from segwise.data.folder import Sample, read_sample_image
 

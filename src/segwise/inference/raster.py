@@ -131,8 +131,8 @@ class RowReader:
     """Reads rows of one or more rasters on the same grid (an image and its extra planes) once, top to bottom,
     holding only the rows the current window row needs; their bands are stacked in order.
 
-    With `track_valid`, also keeps the valid-pixel mask (valid in every source) of rows read but not yet taken by
-    the writers (`take_valid`).
+    The valid-pixel mask (valid in every source) comes with the rows; with `track_valid` it is also kept for rows
+    read but not yet taken by the writers (`take_valid`).
     """
 
     def __init__(self, sources: Sequence, paths: Sequence[Path], track_valid: bool = True) -> None:
@@ -142,8 +142,8 @@ class RowReader:
         self.width = self.sources[0].width
         self.top = 0
         self.data = np.empty((sum(src.count for src in self.sources), 0, self.width), self.dtype)
-        self.masked = track_valid and any(MaskFlags.all_valid not in band for src in self.sources
-                                          for band in src.mask_flag_enums)
+        self.masked = any(MaskFlags.all_valid not in band for src in self.sources for band in src.mask_flag_enums)
+        self.track_valid = track_valid
         self.valid = np.empty((0, self.width), bool)
         self.valid_top = 0
         self.max_rows = 0
@@ -168,6 +168,9 @@ class RowReader:
         if start > self.top:
             self.data = self.data[:, start - self.top:]
             self.top = start
+            if not self.track_valid:  # no writer takes the mask: keep only the rows still read
+                self.valid = self.valid[start - self.valid_top:]
+                self.valid_top = start
         if stop > end:
             new, new_valid = self._read(end, stop)
             self.data = np.concatenate([self.data, new], axis=1)
@@ -179,6 +182,8 @@ class RowReader:
 
     def take_valid(self, start: int, stop: int) -> np.ndarray | None:
         """The valid mask of rows [start, stop) (rows are taken in order, once), or None when all pixels are valid."""
+        if not self.track_valid:
+            raise RuntimeError("this RowReader does not keep the valid mask for writers (track_valid=False)")
         if not self.masked:
             return None
         valid = self.valid[start - self.valid_top:stop - self.valid_top]
@@ -317,8 +322,10 @@ class RasterModel:
 
 def open_sources(paths: Sequence[Path], spec: ModelSpec) -> list:
     """Open the image raster and its extra planes; they must share the grid and give the model's band count."""
-    sources = [open_raster(path) for path in paths]
+    sources = []
     try:
+        for path in paths:
+            sources.append(open_raster(path))
         first = sources[0]
         for path, src in zip(paths[1:], sources[1:]):
             if (src.height, src.width) != (first.height, first.width):

@@ -1,4 +1,4 @@
-"""The `segwise` command: train, eval, predict, data check/synth, rle decode, models."""
+"""The `segwise` command: train, eval, predict, export, data check/synth/tile, rle, models, convert, trimap, sketch."""
 
 from __future__ import annotations
 
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sketch_parser(sub)
     sub.add_parser("models", help="list every architecture and encoder create_model accepts")
     _convert_parser(sub)
+    _export_parser(sub)
     return parser
 
 
@@ -547,8 +548,41 @@ def cmd_sketch(args: argparse.Namespace) -> None:
         print(f"segmented {len(written)} sketch(es) into {args.out} (.svg, .png, labels.json)")
 
 
+# ---- ONNX export ----------------------------------------------------------------------------------------------
+def _export_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a trained model to ONNX and check it against torch with onnxruntime",
+                       description="The graph takes the normalised float32 N x C x H x W image (H, W multiples of "
+                                   "the model's input stride) and returns N x K x H x W logits; the file's "
+                                   "metadata holds mean, std, image size, class names and the stride. The file is "
+                                   "written only when onnxruntime matches torch on random inputs.")
+    p.add_argument("model", type=Path, help="run directory, model.yaml/model.safetensors or .ckpt file")
+    p.add_argument("-o", "--out", type=Path, required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's, 20 for the dynamo one)")
+    p.add_argument("--size", type=_size, metavar="H[xW]",
+                   help="example input size, e.g. 512 or 384x512 (default: the training image size, else 256 "
+                        "rounded up to the input stride)")
+    p.add_argument("--static", action="store_true", help="fix batch 1 and --size in the graph (default: dynamic "
+                                                          "batch, height and width)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="parity tolerance on the logits, times max(1, largest |logit|) (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    if args.size is not None and len(args.size) != 2:
+        raise SegwiseError(f"--size takes H or H x W (e.g. 512 or 384x512), got {args.size}")
+    from segwise.export import export_onnx
+
+    height, width = args.size or (None, None)
+    report = export_onnx(args.model, args.out, opset=args.opset, height=height, width=width,
+                         dynamic=not args.static, check=not args.no_check, atol=args.atol, overwrite=args.overwrite)
+    print(report.summary())
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data, "models": cmd_models,
-            "rle": cmd_rle, "convert": cmd_convert, "trimap": cmd_trimap, "sketch": cmd_sketch}
+            "rle": cmd_rle, "convert": cmd_convert, "trimap": cmd_trimap, "sketch": cmd_sketch,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

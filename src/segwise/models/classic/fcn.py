@@ -15,11 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from segwise.models.classic.vgg import he_init, vgg16_stages
 from segwise.models.registry import register_model
 
 INPUT_STRIDE = 32
-STAGE_DEPTHS = (2, 2, 3, 3, 3)
-STAGE_WIDTHS = (1, 2, 4, 8, 8)  # × base_channels: VGG16's 64, 128, 256, 512, 512
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
@@ -64,9 +63,9 @@ class FCN8s(nn.Module):
     def __init__(self, in_channels: int = 3, classes: int = 2, base_channels: int = 64,
                  fc_channels: int = 4096) -> None:
         super().__init__()
-        widths = [base_channels * w for w in STAGE_WIDTHS]
+        widths = [width for _, width in vgg16_stages(base_channels)]
         stages, previous = [], in_channels
-        for depth, width in zip(STAGE_DEPTHS, widths):
+        for depth, width in vgg16_stages(base_channels):
             stages.append(vgg_stage(previous, width, depth))
             previous = width
         self.to_pool3 = nn.Sequential(*stages[:3])
@@ -82,10 +81,7 @@ class FCN8s(nn.Module):
         self.upscore2 = upsampler(classes, 2)
         self.upscore_pool4 = upsampler(classes, 2)
         self.upscore8 = upsampler(classes, 8)
-        for module in (*self.to_pool3, *self.to_pool4, *self.to_pool5, *self.fc):  # He init (no ImageNet VGG)
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        he_init(self.to_pool3, self.to_pool4, self.to_pool5, self.fc)  # no ImageNet VGG to start from
 
     def forward(self, x: Tensor) -> Tensor:
         """N×C×H×W (H, W multiples of 32) → N×classes×H×W logits."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from segwise.models.classic.vgg import he_init, vgg16_stages
 from segwise.models.registry import register_model
 
 INPUT_STRIDE = 32
-STAGE_DEPTHS = (2, 2, 3, 3, 3)
-STAGE_WIDTHS = (1, 2, 4, 8, 8)  # × base_channels: VGG16's 64, 128, 256, 512, 512
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -31,10 +30,11 @@ class SegNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, classes: int = 2, base_channels: int = 64) -> None:
         super().__init__()
-        widths = [base_channels * w for w in STAGE_WIDTHS]
+        stages = vgg16_stages(base_channels)
+        widths = [width for _, width in stages]
         self.encoder = nn.ModuleList()
         previous = in_channels
-        for depth, width in zip(STAGE_DEPTHS, widths):
+        for depth, width in stages:
             self.encoder.append(nn.Sequential(*(conv_bn_relu(previous if i == 0 else width, width)
                                                 for i in range(depth))))
             previous = width
@@ -42,14 +42,12 @@ class SegNet(nn.Module):
         self.unpool = nn.MaxUnpool2d(2, 2)
         # Decoder stage k mirrors encoder stage k: `depth` convs at its width, the last narrowing to stage k−1's.
         self.decoder = nn.ModuleList()
-        for k, (depth, width) in enumerate(zip(STAGE_DEPTHS, widths)):
+        for k, (depth, width) in enumerate(stages):
             out = widths[k - 1] if k else width
             layers = [conv_bn_relu(width, width) for _ in range(depth - 1)]
             layers.append(conv_bn_relu(width, out) if k else nn.Conv2d(width, classes, 3, padding=1))
             self.decoder.append(nn.Sequential(*layers))
-        for module in self.modules():  # He initialisation, as the paper trains from scratch with it
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        he_init(self)  # as the paper trains from scratch with it
 
     def forward(self, x: Tensor) -> Tensor:
         """N×C×H×W (H, W multiples of 32) → N×classes×H×W logits."""

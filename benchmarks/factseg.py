@@ -24,7 +24,7 @@ import torch
 
 from segwise.config import load_config
 from segwise.data.synthetic import make_synthetic_dataset
-from segwise.tasks import semantic
+from segwise.tasks.semantic.train import train as semantic_train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "isaid_factseg.yaml"
 
@@ -73,7 +73,7 @@ def main() -> None:
                                       "trainer.progress_bar=false", "trainer.checkpoint_every_steps=null",
                                       "trainer.sync_batchnorm=false"])
         timer = StepTimer(args.warmup)
-        semantic.train(config, callbacks=[timer])
+        semantic_train(config, callbacks=[timer])
     seconds = timer.end - timer.start
     device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "CPU"
     memory = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if args.device == "cuda" else "n/a"

@@ -239,7 +239,7 @@ def run_one(args: argparse.Namespace) -> dict:
         model = smp.create_model(args.model, encoder_name=args.encoder, encoder_weights=None,
                                  in_channels=args.bands, classes=args.classes).to(device).eval()
     mean, std = [127.0] * args.bands, [64.0] * args.bands
-    from segwise.engine.checkpoint import ModelSpec
+    from segwise.models.spec import ModelSpec
     from segwise.inference import Predictor, SlidingWindow, plan_windows
 
     spec = ModelSpec(name=args.model, encoder=args.encoder, args={}, in_channels=args.bands,

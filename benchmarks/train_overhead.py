@@ -47,7 +47,8 @@ from segwise.data.folder import SegmentationDataset
 from segwise.data.synthetic import make_synthetic_dataset
 from segwise.data.transforms import build_train_transform
 from segwise.data.validate import compute_mean_std
-from segwise.tasks import semantic
+from segwise.tasks.semantic import data as semantic_data
+from segwise.tasks.semantic.train import train as semantic_train
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,8 @@ def make_data(root: Path, args: argparse.Namespace) -> Path:
 
 def with_stats(config: Config) -> Config:
     """Fix mean/std in the config once, so both loops normalise identically and no run recomputes them."""
-    data = semantic.with_dataset_defaults(config.data)
-    mean, std = compute_mean_std(semantic.prepare_data(data).train)
+    data = semantic_data.with_dataset_defaults(config.data)
+    mean, std = compute_mean_std(semantic_data.prepare_data(data).train)
     data = data.model_copy(update={"mean": list(mean), "std": [max(s, 1e-6) for s in std]})
     return config.model_copy(update={"data": data})
 
@@ -167,7 +168,7 @@ def with_stats(config: Config) -> Config:
 def train_dataset(config: Config) -> SegmentationDataset:
     """The training set exactly as `semantic.train` builds it (same samples, class map, transform, mean/std)."""
     data = config.data
-    prepared = semantic.prepare_data(data)
+    prepared = semantic_data.prepare_data(data)
     transform = build_train_transform(data.augment, crop_size=data.crop_size, image_size=data.image_size,
                                       scale_range=data.scale_range, hflip=data.hflip, vflip=data.vflip,
                                       rotate=data.rotate, blur=data.blur, ignore_index=data.ignore_index)
@@ -252,7 +253,7 @@ def time_segwise(config: Config, args: argparse.Namespace, device: torch.device,
                  partner: BareLoop | None = None) -> StepClock:
     """`segwise.tasks.semantic.train(config)` in-process, with the clock (and a partner loop) as extra callback."""
     clock = StepClock(args.warmup, args.steps, device, partner)
-    semantic.train(config, callbacks=[clock])
+    semantic_train(config, callbacks=[clock])
     if partner is not None:
         partner.close()
     if len(clock.segwise) != args.steps:

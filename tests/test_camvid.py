@@ -9,7 +9,9 @@ import pytest
 
 from segwise.config import load_config
 from segwise.data.io import read_mask
-from segwise.tasks.semantic import check_data, evaluate, train
+from segwise.tasks.semantic.data import check_data
+from segwise.tasks.semantic.evaluate import evaluate
+from segwise.tasks.semantic.train import train
 from tests.conftest import SHARED_DATASETS
 
 CAMVID = SHARED_DATASETS / "camvid"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from segwise.engine.checkpoint import (
+from segwise.models.spec import (
     FORMAT, SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model, resolve_model_path, save_model,
 )
 from segwise.errors import CheckpointError, SegwiseError
@@ -252,7 +252,7 @@ def test_ensure_writable_dir_read_only(tmp_path: Path):
 def test_a_run_resumes_only_with_the_classes_and_channels_it_was_started_with(trained, spec, tmp_path: Path):
     import dataclasses
 
-    from segwise.engine.trainer import check_resumable
+    from segwise.engine.run import check_resumable
 
     model, _, _ = trained
     save_model(model, spec, tmp_path)

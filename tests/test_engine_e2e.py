@@ -17,7 +17,9 @@ import yaml
 from segwise.data.io import read_mask, write_png
 from segwise.data.synthetic import make_synthetic_dataset
 from segwise.errors import CheckpointError, DataError, TrainingError
-from segwise.tasks.semantic import evaluate, predict, train
+from segwise.tasks.semantic.evaluate import evaluate
+from segwise.tasks.semantic.predict import predict
+from segwise.tasks.semantic.train import train
 from tests.conftest import quick_config
 
 CHANCE_MIOU = 0.25  # 4 classes; predicting only the background scores ≈ 0.2
@@ -129,7 +131,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_root: Pa
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import lightning as L
-    from segwise.tasks.semantic import train
+    from segwise.tasks.semantic.train import train
     from tests.conftest import quick_config
 
     class KillAt(L.Callback):

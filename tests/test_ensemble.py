@@ -11,7 +11,7 @@ import torch
 
 from segwise.cli import main
 from segwise.data.io import read_image, read_mask, write_png
-from segwise.engine.checkpoint import ModelSpec, save_model
+from segwise.models.spec import ModelSpec, save_model
 from segwise.errors import CheckpointError, ConfigError
 from segwise.inference import Ensemble, Predictor, read_rle_csv, rle_decode
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from segwise.cli import main
-from segwise.engine.checkpoint import ModelSpec, load_model, save_model
+from segwise.models.spec import ModelSpec, load_model, save_model
 from segwise.errors import DataError, ModelError
 from segwise.export import check_parity, export_onnx
 

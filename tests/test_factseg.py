@@ -18,14 +18,14 @@ from segwise.data.folder import find_samples, read_sample_image
 from segwise.data.io import read_mask
 from segwise.data.synthetic import make_synthetic_dataset
 from segwise.data.transforms import normalize
-from segwise.engine.checkpoint import load_model
+from segwise.models.spec import load_model
 from segwise.errors import CheckpointError, ConfigError, ModelError
 from segwise.losses import build_loss
 from segwise.metrics import compute_metrics, format_table
 from segwise.models import create_model, input_stride
-from segwise.models.factseg import (collaborative_log_probs, convert_official_state_dict, load_official_checkpoint,
-                                    official_encoder_name)
-from segwise.tasks.semantic import train
+from segwise.convert.factseg import convert_official_state_dict, load_official_checkpoint, official_encoder_name
+from segwise.models.factseg import collaborative_log_probs
+from segwise.tasks.semantic.train import train
 from tests.conftest import SHARED_DATASETS, quick_config
 
 PARITY = SHARED_DATASETS.parent / "reference" / "factseg_parity"

@@ -15,7 +15,7 @@ from affine import Affine
 from segwise.cli import main
 from segwise.data.io import read_mask, write_png
 from segwise.data.transforms import normalize
-from segwise.engine.checkpoint import ModelSpec, save_model
+from segwise.models.spec import ModelSpec, save_model
 from segwise.errors import DataError
 from segwise.inference import (Ensemble, MultiScaleFlip, Predictor, RasterModel, SlidingWindow, WholeImage,
                                predict_raster, rle_encode)

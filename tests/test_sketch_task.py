@@ -15,7 +15,7 @@ from segwise.config import load_config
 from segwise.data.sketch import Sketch
 from segwise.data.sketch_cache import load_prepared
 from segwise.data.sketch_raster import distance_field
-from segwise.engine.checkpoint import load_model
+from segwise.models.spec import load_model
 from segwise.errors import ConfigError, DataError
 from segwise.models.contextseg import ContextSeg, StrokeEmbedder
 from segwise.tasks import sketch as task

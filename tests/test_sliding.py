@@ -8,7 +8,8 @@ from torch import nn
 
 from segwise.errors import ConfigError
 from segwise.inference import MultiScaleFlip, SlidingWindow, WholeImage, build_mode, plan_windows, weight_map
-from segwise.inference.windows import BandAccumulator, axis_starts
+from segwise.data.tile import axis_starts
+from segwise.inference.windows import BandAccumulator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -270,7 +271,7 @@ def test_predictor_runs_the_network_in_channels_last_with_the_same_probabilities
     import numpy as np
     import segmentation_models_pytorch as smp
 
-    from segwise.engine.checkpoint import ModelSpec
+    from segwise.models.spec import ModelSpec
     from segwise.inference import Predictor
 
     torch.manual_seed(0)

@@ -17,9 +17,9 @@ from segwise.data.folder import Sample, find_samples
 from segwise.data.io import read_image, read_mask, write_png
 from segwise.data.synthetic import make_synthetic_dataset
 from segwise.data.tile import class_map_decoder, tile_samples, tile_windows
-from segwise.engine.checkpoint import load_model
+from segwise.models.spec import load_model
 from segwise.errors import ConfigError, DataError
-from segwise.tasks.semantic import train
+from segwise.tasks.semantic.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,7 +14,7 @@ from segwise.cli import main
 from segwise.data.io import read_mask
 from segwise.data.matting import baseline_trimap, find_matting_samples, prompt_from_alpha, read_rgb, trimap_classes
 from segwise.metrics.trimap import image_trimap_iou, matting_errors
-from segwise.tasks.trimap import solve_alpha
+from segwise.tasks.trimap.infer import solve_alpha
 
 DATA = SHARED_DATASETS / "alphamatting_lowres"
 HELD_OUT = "GT05"  # plush toy: soft fur edges and hard ones

@@ -261,7 +261,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     flags = {**_flags(args, list(TRAIN_FLAGS)), **_run_overrides(args), "data.root": str(args.data_dir)}
     config = load_config(args.config, args.overrides, flags)  # before importing Lightning: config errors come at once
 
-    from segwise.tasks.semantic import train
+    from segwise.tasks.semantic.train import train
 
     run_dir = train(config)
     _print_run_summary(run_dir)
@@ -276,7 +276,7 @@ def _print_run_summary(run_dir: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from segwise.metrics import format_table
-    from segwise.tasks.semantic import evaluate
+    from segwise.tasks.semantic.evaluate import evaluate
 
     save = set() if args.metrics_only else set(args.save)
     plots = 0 if args.metrics_only else args.plots
@@ -290,7 +290,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     mode = _mode(args)
-    from segwise.tasks.semantic import RasterOptions, predict
+    from segwise.tasks.semantic.predict import RasterOptions, predict
 
     raster = RasterOptions(probs=args.probs, confidence=args.confidence, color=args.color, overwrite=args.overwrite)
     if args.max_pixels is not None:
@@ -322,7 +322,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     flags["data.root"] = str(args.data_dir)
     config = load_config(args.config, args.overrides, flags)
 
-    from segwise.tasks.semantic import check_data
+    from segwise.tasks.semantic.data import check_data
 
     print(check_data(config))
 
@@ -364,29 +364,24 @@ def _tile_parser(dsub: Any) -> None:
     tile.add_argument("--stride", type=int, default=512, help="step between windows (default 512)")
     tile.add_argument("--whole", action="store_true", help="no tiling: convert the masks of whole images only")
     tile.add_argument("--prefix", default="", help="prepended to every output name (to merge several sources)")
-    tile.add_argument("--format", choices=["folder", "isaid"], default="folder",
+    tile.add_argument("--format", choices=["folder", "isaid"], default="folder",  # the keys of data.readers.READERS
                       help="folder: masks mapped by the class options; isaid: X_instance_color_RGB.png colour "
                            "masks (unmatched colours = background) or 0-15/255 index masks")
     _add_data_flags(tile)
 
 
 def cmd_tile(args: argparse.Namespace) -> None:
-    from segwise.data.folder import find_samples
-    from segwise.data.isaid import find_isaid_samples
-    from segwise.data.tile import class_map_decoder, isaid_decoder, tile_samples
+    from segwise.config import load_config
+    from segwise.data.readers import find_split
+    from segwise.data.tile import class_map_decoder, tile_samples
+    from segwise.tasks.semantic.data import build_class_map, with_dataset_defaults
 
-    if args.format == "isaid":
-        samples, decode, ignore, classes = find_isaid_samples(args.src), isaid_decoder, 255, 16
-    else:
-        from segwise.config import load_config
-        from segwise.tasks.semantic import build_class_map
-
-        config = load_config(args.config, args.overrides, {**_flags(args, DATA_FLAGS), "data.root": str(args.src)})
-        samples = find_samples(args.src)
-        class_map = build_class_map(config.data, samples)
-        decode, ignore, classes = class_map_decoder(class_map), class_map.ignore_index, class_map.num_classes
-    count = tile_samples(samples, args.out, decode, None if args.whole else args.size, args.stride, ignore, classes,
-                         args.prefix)
+    flags = {**_flags(args, DATA_FLAGS), "data.root": str(args.src), "data.format": args.format}
+    data = with_dataset_defaults(load_config(args.config, args.overrides, flags).data)
+    samples = find_split(data.format, args.src, data.extra_channels)
+    class_map = build_class_map(data, samples)
+    count = tile_samples(samples, args.out, class_map_decoder(class_map), None if args.whole else args.size,
+                         args.stride, class_map.ignore_index, class_map.num_classes, args.prefix)
     print(f"wrote {count} tile(s) from {len(samples)} image(s) into {args.out}/images and {args.out}/masks")
 
 
@@ -400,7 +395,7 @@ def _convert_parser(sub: Any) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from segwise.models.factseg import convert_official_checkpoint
+    from segwise.convert.factseg import convert_official_checkpoint
 
     out = convert_official_checkpoint(args.checkpoint, args.out, args.classes)
     print(f"converted {args.checkpoint} into {out}/model.safetensors and model.yaml")
@@ -448,16 +443,18 @@ def cmd_trimap(args: argparse.Namespace) -> None:
     if args.trimap_command == "train":
         from segwise.config import load_config
 
+        from segwise.tasks.trimap.config import TrimapConfig
+
         flags = {**_flags(args, ["encoder_weights"]), **_run_overrides(args), "data.root": str(args.data_dir),
                  "model.args.size": args.vit_size}
-        config = load_config(args.config, args.overrides, flags)
+        config = load_config(args.config, args.overrides, flags, schema=TrimapConfig)
 
-        from segwise.tasks.trimap import train
+        from segwise.tasks.trimap.train import train
 
         _print_run_summary(train(config))
         return
     mode = _mode(args)
-    from segwise.tasks import trimap
+    from segwise.tasks.trimap import infer as trimap
 
     if args.trimap_command == "predict":
         written = trimap.predict(args.model, args.inputs, args.out, overlay_images=args.overlay, size=args.input_size,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,6 +42,7 @@ class DataConfig(StrictModel):
     """Where the data lies and how masks become class indices (see README § Data)."""
 
     root: Path | None = None
+    format: str = Field("folder", description="layout of the data set: a key of segwise.data.readers.READERS")
     train_split: str = "train"
     val_split: str | None = "val"
     extra_val_splits: list[str] = Field(default_factory=list, description="S3 --add-val-dirs")
@@ -54,7 +55,8 @@ class DataConfig(StrictModel):
     palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class ([r, g, b] or "
                                                        "'#rrggbb'); maps RGB and palette-PNG masks")
     binary: bool = Field(False, description="0 = background, any other value = foreground (0/255 masks)")
-    unmapped: Literal["error", "ignore"] = "error"
+    unmapped: Literal["error", "ignore", "background"] = Field("error", description="mask values outside the "
+                                                                "classes: an error, ignored, or class 0")
     ignore_index: int = 255
     image_size: Size | None = Field(None, description="resize every sample to this (S3 --image-size)")
     crop_size: Size | None = Field(None, description="random training crop (S2 crop_size)")
@@ -182,26 +184,33 @@ class RunConfig(StrictModel):
     resume: bool = True
 
 
-class TrimapConfig(StrictModel):
-    """Trimap segmentation (`segwise trimap`, S1): matting targets and prompt-mask corruption probabilities."""
+class TaskConfig(StrictModel):
+    """The sections every task's config shares (optimizer, scheduler, trainer, run), and the one way a task states
+    its own defaults: `DEFAULTS`, merged under whatever the YAML file, flags and `--set` give."""
 
-    trimap_dir: str | None = Field(None, description="folder of GT trimaps beside original/ and mask/ (default trimap/)")
-    unknown_band: int = Field(0, ge=0, description="without GT trimaps: widen the 15<alpha<230 band by N px a side")
-    prompt_threshold: int = Field(30, ge=1, le=255, description="prompt mask = alpha >= this (S1: 30)")
-    edge_noise: float = Field(0.2, ge=0, le=1, description="probability of erode/dilate/gradient prompt noise")
-    contour_jitter: float = Field(0.5, ge=0, le=1, description="probability of a jittered polygon prompt")
-    hole_drop: float = Field(0.2, ge=0, le=1, description="probability of a hole cut at the prompt's boundary")
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
 
-
-class Config(StrictModel):
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    trimap: TrimapConfig = Field(default_factory=TrimapConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        return merge(cls.DEFAULTS, raw) if isinstance(raw, dict) and cls.DEFAULTS else raw
+
+
+class PixelConfig(TaskConfig):
+    """Tasks whose model maps images to per-pixel classes: data, model and loss sections."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
+class Config(PixelConfig):
+    """Semantic segmentation on image folders (`segwise train`): the pixel sections with their plain defaults."""
 
 
 def plain_data(value: Any) -> Any:

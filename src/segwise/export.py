@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from segwise.engine.checkpoint import ModelSpec, load_model
+from segwise.models.spec import ModelSpec, load_model
 from segwise.errors import DataError, ModelError
 from segwise.inference.predictor import fold_batchnorm
 from segwise.io_utils import atomic_write

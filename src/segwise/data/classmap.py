@@ -13,7 +13,7 @@ from segwise.data.io import pack_rgb
 from segwise.errors import ConfigError, DataError
 
 _INVALID = np.iinfo(np.int64).min
-_UNMAPPED_CHOICES = ("error", "ignore")
+_UNMAPPED_CHOICES = ("error", "ignore", "background")
 _MAX_LISTED = 20
 Colour = tuple[int, int, int]
 
@@ -24,7 +24,7 @@ class ClassMap:
 
     Default: value v is class v. values: values[i] is the raw value of class i. palette: palette[i] is the RGB
     colour of class i in colour masks. The raw value ignore_index stays ignore_index; other values outside the map
-    are an error, or ignore_index when unmapped == "ignore". binary (for 0/255 masks): 0 → 0 and every positive
+    are an error, ignore_index when unmapped == "ignore", or class 0 when unmapped == "background" (iSAID's rule). binary (for 0/255 masks): 0 → 0 and every positive
     value → 1, 255 included, so binary masks have no void value (0/1/255 masks need num_classes 2, not binary).
     """
 
@@ -121,9 +121,9 @@ class ClassMap:
         mapped = self._map(raw)
         bad = mapped == _INVALID
         if bad.any():
-            if self.unmapped != "ignore":
+            if self.unmapped == "error":
                 raise DataError(self.invalid_message(self._offending(raw, bad)))
-            mapped[bad] = self.ignore_index
+            mapped[bad] = 0 if self.unmapped == "background" else self.ignore_index
         return mapped
 
     def invalid_values(self, raw: np.ndarray) -> list:

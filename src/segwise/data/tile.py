@@ -16,9 +16,14 @@ import tifffile
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, display_path
 from segwise.data.io import read_image, read_mask, write_png
-from segwise.data.isaid import decode_isaid_mask
 from segwise.errors import ConfigError, DataError
-from segwise.inference.windows import axis_starts
+
+def axis_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window starts along one axis: 0, stride, 2·stride, … and a last window ending exactly on the border."""
+    if window >= size:
+        return [0]
+    return [*range(0, size - window, stride), size - window]
+
 
 MaskDecoder = Callable[[Path], np.ndarray]
 """Mask file → int64 H×W class indices (ignore_index where unlabelled)."""
@@ -35,11 +40,6 @@ def class_map_decoder(class_map: ClassMap) -> MaskDecoder:
             raise DataError(f"{display_path(path)}: {error}") from None
 
     return decode
-
-
-def isaid_decoder(path: Path) -> np.ndarray:
-    """iSAID colour (or index) mask file → class ids (see `segwise.data.isaid.decode_isaid_mask`)."""
-    return decode_isaid_mask(read_mask(path, colours=True))
 
 
 def tile_windows(height: int, width: int, size: int, stride: int) -> Iterator[tuple[int, int]]:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from segwise.engine.checkpoint import save_model
+from segwise.models.spec import save_model
 from segwise.io_utils import atomic_write
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segwise.config import Config
-from segwise.engine.checkpoint import ModelSpec
+from segwise.models.spec import ModelSpec
 from segwise.engine.optim import build_optimizer, build_scheduler
 from segwise.errors import TrainingError
 from segwise.losses import build_loss

@@ -2,50 +2,22 @@
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import Dataset
 
-from segwise.config import RunConfig, TrainerConfig
+from segwise.config import TrainerConfig
 from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel
-from segwise.engine.checkpoint import ModelSpec
-from segwise.errors import CheckpointError
-
-
-def run_directory(run: RunConfig, *default_name_parts: str | None) -> Path:
-    """`<log_dir>/<name>`; without a name, the given parts and a time stamp."""
-    parts = [*default_name_parts, f"{datetime.datetime.now():%Y%m%d-%H%M%S}"]
-    name = run.name or "_".join(p for p in parts if p)
-    return Path(run.log_dir) / name
-
-
-def last_checkpoint(run_dir: Path, run: RunConfig) -> Path | None:
-    """The checkpoint to resume from, or None for a new run; refuses to overwrite a run when resume is off."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file() and not run.resume:
-        raise CheckpointError(f"run {run_dir} already exists and run.resume is off (--no-resume); "
-                              "choose another --name, or drop --no-resume to continue it")
-    return last if last.is_file() else None
-
-
-def check_resumable(run_dir: Path, spec: ModelSpec,
-                    keys: Sequence[str] = ("name", "encoder", "in_channels", "num_classes")) -> None:
-    """A run may only resume with the model it was started with (same `keys` of its model.yaml)."""
-    stored_file = run_dir / "model.yaml"
-    if not stored_file.is_file():
-        return
-    stored = ModelSpec.from_dict(yaml.safe_load(stored_file.read_text()), str(stored_file))
-    for key in keys:
-        if getattr(stored, key) != getattr(spec, key):
-            raise CheckpointError(
-                f"run {run_dir} was trained with {key}={getattr(stored, key)!r} but the data/config now give "
-                f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
+from segwise.engine.datamodule import SegmentationDataModule
+from segwise.engine.module import SegmentationTask
+from segwise.engine.run import Run
+from segwise.models import create_model, input_stride
 
 
 def precision_for(t: TrainerConfig) -> str:
@@ -110,9 +82,28 @@ def build_trainer(t: TrainerConfig, run_dir: Path, has_val: bool,
     )
 
 
-def fit(trainer: L.Trainer, task: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path,
-        resume_from: Path | None) -> None:
-    """Train (resuming from `resume_from` when given) and leave `last.ckpt` at the final step."""
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
+def fit(trainer_config: TrainerConfig, run: Run, task: L.LightningModule, datamodule: L.LightningDataModule,
+        has_val: bool, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train `task` in the opened `run` (resuming when it has a checkpoint) and leave `last.ckpt` at the final step;
+    returns the run directory."""
+    trainer = build_trainer(trainer_config, run.directory, has_val=has_val, callbacks=callbacks)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=run.resume_from)
     if not trainer.interrupted:
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        trainer.save_checkpoint(run.directory / "checkpoints" / "last.ckpt", weights_only=False)
+    return run.directory
+
+
+def fit_segmentation(config: Any, run: Run, train_set: Dataset, val_sets: dict[str, Dataset],
+                     callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Build the run's pixel model and train it as a `SegmentationTask` (semantic and trimap training alike)."""
+    spec = run.spec
+    model = create_model(spec.name, in_channels=spec.in_channels, classes=spec.num_classes,
+                         encoder=spec.encoder, encoder_weights=config.model.encoder_weights, **spec.args)
+    if config.trainer.compile:
+        model.compile()
+    data = config.data
+    datamodule = SegmentationDataModule(train_set, list(val_sets.values()), data.batch_size,
+                                        data.val_batch_size or data.batch_size, data.num_workers, config.trainer.seed,
+                                        data.ignore_index, input_stride(model))
+    task = SegmentationTask(model, spec, config, list(val_sets))
+    return fit(config.trainer, run, task, datamodule, has_val=bool(val_sets), callbacks=callbacks)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from segwise.data.transforms import normalize
-from segwise.engine.checkpoint import ModelSpec, load_model
+from segwise.models.spec import ModelSpec, load_model
 from segwise.errors import DataError
 from segwise.inference.raster import RasterModel, RasterResult, predict_raster
 from segwise.inference.whole import InferenceMode, WholeImage

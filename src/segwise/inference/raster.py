@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from segwise.data.transforms import normalize, same_pixel_type
-from segwise.engine.checkpoint import ModelSpec
+from segwise.models.spec import ModelSpec
 from segwise.errors import ConfigError, DataError
 from segwise.inference.sliding import SlidingWindow
 from segwise.inference.tta import MultiScaleFlip

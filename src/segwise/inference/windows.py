@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from segwise.data.tile import axis_starts
 from segwise.errors import ConfigError
 from segwise.inference.whole import InferenceMode, logits_to_probs, pad_to_multiple
 
@@ -54,13 +55,6 @@ def resolve_stride(window: tuple[int, int], stride: int | tuple[int, int] | None
         raise ConfigError(f"stride {result} is larger than the window {window}: pixels between windows would get no "
                           "prediction; use a stride ≤ the window")
     return result
-
-
-def axis_starts(size: int, window: int, stride: int) -> list[int]:
-    """Window starts along one axis: 0, stride, 2·stride, … and a last window ending exactly on the border."""
-    if window >= size:
-        return [0]
-    return [*range(0, size - window, stride), size - window]
 
 
 @dataclass(frozen=True)

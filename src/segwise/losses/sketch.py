@@ -1,7 +1,7 @@
 """ContextSeg losses: the stroke-embedding loss (reconstruction + γ·distance field) and the focal membership BCE.
 
-Neither fits the pixel-loss signature (logits N×K×H×W, class-index target), so they are registered for lookup by
-name but called with their own arguments by `segwise.tasks.sketch`.
+Neither fits the pixel-loss signature (logits N×K×H×W, class-index target), so neither is in the pixel-loss registry
+(`--loss` cannot name them): the sketch task builds them from its own config section.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from segwise.errors import ConfigError
-from segwise.losses.registry import register_loss
 
 
 class EmbeddingLoss(nn.Module):
@@ -52,13 +51,3 @@ class FocalMembershipLoss(nn.Module):
             terms = sigmoid_focal_loss(logits.float(), target.clamp_min(0).float(), alpha=-1, gamma=self.gamma,
                                        reduction="none")
             return (terms * valid).sum() / valid.sum().clamp_min(1)
-
-
-@register_loss("sketch_embedding")
-def _sketch_embedding(*, df_weight: float = 0.5, **_: object) -> nn.Module:
-    return EmbeddingLoss(df_weight)
-
-
-@register_loss("focal_bce")
-def _focal_bce(*, focal_gamma: float = 2.0, **_: object) -> nn.Module:
-    return FocalMembershipLoss(focal_gamma)

@@ -274,12 +274,12 @@ class StrokeClassifier(_OnFrozenEmbedder):
 
 # The registry's common `in_channels`/`classes` arguments do not apply: stroke images always have one channel and
 # the number of parts comes from `categories`.
-@register_model("contextseg_embed")
+@register_model("contextseg_embed", task="sketch_embed")
 def _contextseg_embed(*, in_channels: int = 1, classes: int = 1, **kwargs) -> StrokeEmbedder:
     return StrokeEmbedder(**kwargs)
 
 
-@register_model("contextseg")
+@register_model("contextseg", task="sketch")
 def _contextseg(*, in_channels: int = 1, classes: int = 2, embed: dict | None = None,
                 transformer: dict | None = None, categories: dict[str, list[str]] | None = None,
                 threshold: float = 0.5) -> ContextSeg:
@@ -287,7 +287,7 @@ def _contextseg(*, in_channels: int = 1, classes: int = 2, embed: dict | None = 
                       threshold)
 
 
-@register_model("stroke_classifier")
+@register_model("stroke_classifier", task="sketch")
 def _stroke_classifier(*, in_channels: int = 1, classes: int = 2, embed: dict | None = None,
                        categories: dict[str, list[str]] | None = None, hidden: int = 256) -> StrokeClassifier:
     return StrokeClassifier(embed or {}, categories or {"sketch": [f"part_{i}" for i in range(classes)]}, hidden)

@@ -178,7 +178,7 @@ def load_vit_weights(model: TrimapViT, path: str | Path) -> tuple[list[str], lis
     return list(result.missing_keys), list(result.unexpected_keys)
 
 
-@register_model("trimap_vit", takes_weights=True)
+@register_model("trimap_vit", task="trimap", takes_weights=True)
 def trimap_vit(*, in_channels: int = 4, classes: int = 3, encoder_weights: str | None = None,
                **kwargs) -> TrimapViT:
     """`create_model("trimap_vit", size=..., patch_size=..., img_size=..., window_size=..., upsample=...)`;

@@ -20,17 +20,17 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from segwise.config import (OptimizerConfig, RunConfig, SchedulerConfig, TrainerConfig, StrictModel, merge,
-                            save_config)
+from segwise.config import OptimizerConfig, RunConfig, SchedulerConfig, TrainerConfig, StrictModel, merge
 from segwise.data.io import write_png
 from segwise.data.sketch import Sketch, category_parts, normalize, read_sketches, read_spg_folder
 from segwise.data.sketch_cache import load_prepared, prepare
 from segwise.data.sketch_synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
 from segwise.data.sketch_raster import augment_sketch, distance_field, render_strokes, render_union
-from segwise.engine.checkpoint import ModelSpec, load_model
+from segwise.models.spec import ModelSpec, load_model
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegwiseTask
-from segwise.engine.trainer import build_trainer, check_resumable, fit, last_checkpoint, run_directory
+from segwise.engine.run import open_run
+from segwise.engine.trainer import fit
 from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.losses.sketch import EmbeddingLoss, FocalMembershipLoss
@@ -39,6 +39,7 @@ from segwise.models import create_model
 from segwise.models.contextseg import ContextSeg, StrokeClassifier, StrokeEmbedder, union_images
 from segwise.visualize import default_palette, side_by_side
 
+SKETCH_RESUME_KEYS = ("name", "args", "num_classes")  # e.g. another --embed architecture cannot resume a run
 LOGGED_METRICS = {"p_metric": "P", "c_metric": "C", "sacc": "SAcc", "cacc": "CAcc"}  # metric key → log name
 FRAME = 256  # sketches are normalised into this coordinate frame (S0.1) and drawn at any canvas size from it
 # Matplotlib's tab10: distinct colours on a white page, one per part (more parts fall back to the VOC palette).
@@ -482,17 +483,6 @@ def _embed_spec(config: SketchConfig) -> ModelSpec:
                      class_names=["ink"], palette=[[0, 0, 0]], ignore_index=-1, image_size=[d.canvas, d.canvas])
 
 
-def _fit(config: SketchConfig, trainer_config: TrainerConfig, run_dir: Path, task: L.LightningModule,
-         datamodule: L.LightningDataModule, has_val: bool, callbacks: list[L.Callback]) -> Path:
-    resume_from = last_checkpoint(run_dir, config.run)
-    check_resumable(run_dir, task.spec, keys=("name", "args", "num_classes"))  # e.g. another --embed architecture
-    ensure_writable_dir(run_dir)
-    save_config(config, run_dir / "config.yaml")
-    fit(build_trainer(trainer_config, run_dir, has_val=has_val, callbacks=callbacks), task, datamodule, run_dir,
-        resume_from)
-    return run_dir
-
-
 def train_embed(config: SketchConfig, callbacks: list[L.Callback] = ()) -> Path:
     """Stage 1: train the stroke autoencoder; monitors val/loss (lower is better) whatever trainer.monitor says."""
     data = config.data
@@ -501,14 +491,13 @@ def train_embed(config: SketchConfig, callbacks: list[L.Callback] = ()) -> Path:
     train = load_sketches(data.root, data.train_split, data.categories, data.max_per_category)
     vals = ([load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)]
             if data.val_split else [])
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     seed = config.trainer.seed
     train_set = StrokeImageDataset(train, data.canvas, data.line_width, data.df_k, data.augment_p, seed)
     val_sets = [StrokeImageDataset(v, data.canvas, data.line_width, data.df_k) for v in vals]
     trainer_config = config.trainer.model_copy(update={"monitor": "val/loss", "monitor_mode": "min"})
-    run_dir = run_directory(config.run, "sketch_embed")
+    run = open_run(config, lambda _: spec, "sketch_embed", resume_keys=SKETCH_RESUME_KEYS)
     datamodule = SketchDataModule(train_set, val_sets, data, seed)
-    return _fit(config, trainer_config, run_dir, StrokeEmbedTask(model, spec, config), datamodule, bool(vals),
+    return fit(trainer_config, run, StrokeEmbedTask(model, spec, config), datamodule, bool(vals),
                 list(callbacks))
 
 
@@ -546,7 +535,6 @@ def train_segment(config: SketchConfig, embed_run: Path, callbacks: list[L.Callb
     spec = _segment_spec(config, embed_spec, parts)
     model = create_model(spec.name, **spec.args)
     model.embedder.load_state_dict(embedder.state_dict())
-    L.seed_everything(seed, workers=True, verbose=False)
     canvas, width = embedder.image_size, embedder.line_width
     train_set = SketchDataset(train, parts, canvas, width, data.augment_p, seed)
     val_sets = [SketchDataset(vals, parts, canvas, width)] if vals else []
@@ -555,9 +543,9 @@ def train_segment(config: SketchConfig, embed_run: Path, callbacks: list[L.Callb
     trainer_config = config.trainer
     if not vals and trainer_config.monitor.startswith("val/"):
         trainer_config = trainer_config.model_copy(update={"monitor": "train/loss", "monitor_mode": "min"})
-    run_dir = run_directory(config.run, "sketch", spec.name)
+    run = open_run(config, lambda _: spec, "sketch", spec.name, resume_keys=SKETCH_RESUME_KEYS)
     datamodule = SketchDataModule(train_set, val_sets, data, seed, collate=collate_sketches)
-    return _fit(config, trainer_config, run_dir, task, datamodule, bool(vals), list(callbacks))
+    return fit(trainer_config, run, task, datamodule, bool(vals), list(callbacks))
 
 
 # ---- evaluation and prediction ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from torch import nn
 
 from segwise.errors import CheckpointError
 from segwise.io_utils import atomic_write, atomic_write_text
-from segwise.models import create_model
+from segwise.models.registry import create_model
 
 FORMAT = "segwise-model/1"
 WEIGHTS_FILE = "model.safetensors"

@@ -1,8 +1,8 @@
-"""Trimap segmentation (S1): train a mask-prompted model on matting folders with the shared engine, predict
-0/128/255 trimaps, and evaluate them per data set (IoU, and optionally the alpha mattes they lead to).
+"""Trimap inference: predict 0/128/255 trimaps for matting folders and evaluate them per data set (IoU, and
+optionally the alpha mattes they lead to).
 
-The model input is RGB + the prompt mask as a 4th channel (see `segwise.models.trimap_vit`), so the engine,
-sliding windows and TTA run unchanged; `SegmentationTask` trains it with 3 classes.
+The model input is RGB + the prompt mask as a 4th channel (see `segwise.models.trimap_vit`), so the inference
+modes (whole image, sliding windows, TTA) run unchanged.
 """
 
 from __future__ import annotations
@@ -13,19 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segwise.config import Config, save_config
 from segwise.data.io import write_png
 from segwise.data.matting import (
-    MEAN,
-    STD,
-    MattingDataset,
     MattingSample,
-    PromptCorruption,
     find_matting_samples,
     model_input,
     prompt_from_alpha,
@@ -34,83 +28,24 @@ from segwise.data.matting import (
     sample_target,
     trimap_png,
 )
-from segwise.engine.checkpoint import ModelSpec
-from segwise.engine.trainer import check_resumable, last_checkpoint, run_directory
+from segwise.models.spec import ModelSpec
 from segwise.errors import CheckpointError, ConfigError
 from segwise.inference.predictor import Predictor
 from segwise.inference.whole import InferenceMode
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.confusion import nan_to_none
-from segwise.metrics.trimap import TRIMAP_CLASSES, Averaging, TrimapMeter, format_trimap_table, matting_errors
-from segwise.tasks.semantic import check_names, fit_segmentation, split_dir
+from segwise.metrics.trimap import Averaging, TrimapMeter, format_trimap_table, matting_errors
 from segwise.visualize import overlay
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"name": "trimap_vit"},
-    "loss": {"name": "nfl + 0.1*dt"},
-    "optimizer": {"name": "Adam", "lr": 1e-4, "weight_decay": 0.0},
-    "scheduler": {"name": "step", "step_epochs": 50, "gamma": 0.1},
-    "trainer": {"max_epochs": 55},
-}
-"""S1's recipe (Adam 1e-4, NFL + 0.1·DT, LR ÷10 at epoch 50 of 55), used for every key the user leaves unset."""
 PALETTE = [[0, 0, 0], [128, 128, 128], [255, 255, 255]]
 OVERLAY_PALETTE = np.array([[40, 60, 200], [255, 200, 0], [0, 200, 90]], np.uint8)  # BG blue, unknown amber, FG green
 DEFAULT_SIZE = 448
 MATTING_METHODS = ("cf", "knn", "lkm", "rw", "sm", "lbdm")
 
 
-def with_trimap_defaults(config: Config) -> Config:
-    """Fill S1's recipe into every section key the user did not set (YAML, flag or --set)."""
-    updates = {}
-    for section, values in DEFAULTS.items():
-        current = getattr(config, section)
-        unset = {k: v for k, v in values.items() if k not in current.model_fields_set}
-        if unset:
-            updates[section] = type(current).model_validate({**current.model_dump(), **unset})
-    return config.model_copy(update=updates)
-
-
 def input_size(spec: ModelSpec) -> int:
     """Longest image side fed to the model: the ViT's `img_size` (its position grid), else 448 as in S1."""
     return int(spec.args.get("img_size", DEFAULT_SIZE))
-
-
-def trimap_spec(config: Config) -> ModelSpec:
-    return ModelSpec(name=config.model.name, encoder=config.model.encoder, args=dict(config.model.args),
-                     in_channels=4, num_classes=3, class_names=list(TRIMAP_CLASSES), palette=PALETTE,
-                     ignore_index=config.data.ignore_index, mean=list(MEAN), std=list(STD))
-
-
-def corruption(config: Config) -> PromptCorruption:
-    t = config.trimap
-    return PromptCorruption(edge_noise=t.edge_noise, contour_jitter=t.contour_jitter, hole_drop=t.hole_drop)
-
-
-# ---- training -------------------------------------------------------------------------------------------------
-def train(config: Config, callbacks: Sequence[L.Callback] = ()) -> Path:
-    """Train on `data.root/{train_split,val_split}/{original,mask[,trimap]}` with the shared engine; the same run
-    name resumes."""
-    config = with_trimap_defaults(config)
-    check_names(config)
-    if config.data.root is None:
-        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise trimap train`")
-    run_dir = run_directory(config.run, config.model.name, config.model.args.get("size"))
-    resume_from = last_checkpoint(run_dir, config.run)
-    data, options = config.data, config.trimap
-    train_samples = find_matting_samples(split_dir(data.root, data.train_split), options.trimap_dir)
-    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
-    vals = {name: find_matting_samples(split_dir(data.root, name), options.trimap_dir) for name in split_names}
-    spec = trimap_spec(config)
-    ensure_writable_dir(run_dir)
-    check_resumable(run_dir, spec)
-    save_config(config, run_dir / "config.yaml")
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    common = dict(size=input_size(spec), band=options.unknown_band, prompt_threshold=options.prompt_threshold)
-    train_set = MattingDataset(train_samples, train=True, seed=config.trainer.seed, corruption=corruption(config),
-                               **common)
-    val_sets = {name: MattingDataset(samples, train=False, **common) for name, samples in vals.items()}
-    fit_segmentation(config, spec, run_dir, resume_from, train_set, val_sets, callbacks)
-    return run_dir
 
 
 # ---- inference ------------------------------------------------------------------------------------------------

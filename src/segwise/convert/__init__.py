@@ -1,0 +1,1 @@
+"""Importers of other systems' weights and configs into segwise model files (one module per source system)."""

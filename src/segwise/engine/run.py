@@ -1,0 +1,86 @@
+"""Opening a run: the start-up sequence every task's training goes through, written once.
+
+run directory → checkpoint to resume from → writable check → model description → resumable check → saved config
+→ seeded RNGs. Every task calls `open_run` and hands the returned `Run` to the trainer.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+
+from segwise.config import RunConfig, save_config
+from segwise.engine.optim import optimizer_class
+from segwise.errors import CheckpointError
+from segwise.io_utils import ensure_writable_dir
+from segwise.losses import parse_loss_spec
+from segwise.models import model_entry
+from segwise.models.spec import ModelSpec
+
+PIXEL_RESUME_KEYS = ("name", "encoder", "in_channels", "num_classes")
+"""What a pixel model may not change between a run and its resumption (its weights would not fit)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """An opened run: its directory, the model it trains and the checkpoint it resumes from (None: a new run)."""
+
+    directory: Path
+    spec: ModelSpec
+    resume_from: Path | None
+
+
+def run_directory(run: RunConfig, *default_name_parts: str | None) -> Path:
+    """`<log_dir>/<name>`; without a name, the given parts and a time stamp."""
+    parts = [*default_name_parts, f"{datetime.datetime.now():%Y%m%d-%H%M%S}"]
+    name = run.name or "_".join(p for p in parts if p)
+    return Path(run.log_dir) / name
+
+
+def last_checkpoint(run_dir: Path, run: RunConfig) -> Path | None:
+    """The checkpoint to resume from, or None for a new run; refuses to overwrite a run when resume is off."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and not run.resume:
+        raise CheckpointError(f"run {run_dir} already exists and run.resume is off (--no-resume); "
+                              "choose another --name, or drop --no-resume to continue it")
+    return last if last.is_file() else None
+
+
+def check_resumable(run_dir: Path, spec: ModelSpec, keys: Sequence[str] = PIXEL_RESUME_KEYS) -> None:
+    """A run may only resume with the model it was started with (same `keys` of its model.yaml)."""
+    stored_file = run_dir / "model.yaml"
+    if not stored_file.is_file():
+        return
+    stored = ModelSpec.from_dict(yaml.safe_load(stored_file.read_text()), str(stored_file))
+    for key in keys:
+        if getattr(stored, key) != getattr(spec, key):
+            raise CheckpointError(
+                f"run {run_dir} was trained with {key}={getattr(stored, key)!r} but the data/config now give "
+                f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
+
+
+def check_names(config: Any, tasks: tuple[str, ...]) -> None:
+    """Fail on a misspelt model, a model of another task, a bad loss or optimizer before any data is read."""
+    model_entry(config.model.name, tasks)
+    parse_loss_spec(config.loss.name)
+    optimizer_class(config.optimizer.name)
+
+
+def open_run(config: Any, spec_for: Callable[[Path], ModelSpec], *name_parts: str | None,
+             resume_keys: Sequence[str] = PIXEL_RESUME_KEYS) -> Run:
+    """Open (or resume) the run of `config.run`: `spec_for(run directory)` describes the model to train (it may
+    store data statistics in the directory); the config is saved and every RNG seeded before training."""
+    directory = run_directory(config.run, *name_parts)
+    resume_from = last_checkpoint(directory, config.run)
+    ensure_writable_dir(directory)
+    spec = spec_for(directory)
+    check_resumable(directory, spec, resume_keys)
+    save_config(config, directory / "config.yaml")
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    return Run(directory, spec, resume_from)

@@ -1,0 +1,119 @@
+"""Image-folder data of the semantic task: splits found and validated, the class mapping, normalisation statistics,
+and `segwise data check`'s description of a data set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from segwise.config import Config, DataConfig
+from segwise.data.classmap import ClassMap
+from segwise.data.folder import Sample, read_sample_image
+from segwise.data.readers import find_split, holds_images, reader, split_dir
+from segwise.data.io import read_mask
+from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
+from segwise.errors import ConfigError, DataError
+from segwise.io_utils import atomic_write_text
+
+DATASET_FILE = "dataset.yaml"  # optional class_names/palette/num_classes beside the splits
+STATS_FILE = "dataset_stats.yaml"
+
+
+def with_dataset_defaults(data: DataConfig) -> DataConfig:
+    """Fill the class options the config leaves unset from `<root>/dataset.yaml`, then from the layout's reader
+    (`data.format`, e.g. iSAID's names and palette)."""
+    defaults = dict(reader(data.format).class_options)
+    if data.root is not None and (Path(data.root) / DATASET_FILE).is_file():
+        defaults.update(yaml.safe_load((Path(data.root) / DATASET_FILE).read_text()) or {})
+    updates = {k: v for k, v in defaults.items() if k in DataConfig.model_fields and k not in data.model_fields_set}
+    if not updates:
+        return data
+    return DataConfig.model_validate({**data.model_dump(), **updates})
+
+
+def infer_num_classes(samples: list[Sample], ignore_index: int) -> int:
+    """Largest index-mask value (other than ignore) + 1, for data sets that state no class list."""
+    largest = 1
+    for sample in samples:
+        mask = read_mask(sample.mask)
+        if mask.ndim == 3:
+            raise DataError(f"{sample.mask}: RGB colour mask but no palette; set data.palette (one RGB colour per "
+                            "class) so colours can be mapped to classes")
+        values = np.unique(mask)
+        values = values[values != ignore_index]
+        if values.size:
+            largest = max(largest, int(values.max()))
+    return largest + 1
+
+
+def build_class_map(data: DataConfig, samples: list[Sample] | None = None) -> ClassMap:
+    """The one mapping from raw mask values to class indices, from the config (or the data when unstated)."""
+    num_classes = data.num_classes or (len(data.class_names) if data.class_names else None)
+    if num_classes is None and not (data.class_values or data.max_mask_value or data.palette or data.binary):
+        if not samples:
+            raise ConfigError("data.num_classes is not set and there are no masks to infer it from")
+        num_classes = infer_num_classes(samples, data.ignore_index)
+    return ClassMap.from_options(num_classes=num_classes, class_values=data.class_values,
+                                 max_mask_value=data.max_mask_value, palette=data.palette, binary=data.binary,
+                                 ignore_index=data.ignore_index, unmapped=data.unmapped)
+
+
+@dataclass
+class PreparedData:
+    train: list[Sample]
+    vals: dict[str, list[Sample]]
+    class_map: ClassMap
+    report: DatasetReport
+    in_channels: int
+
+
+def prepare_data(data: DataConfig) -> PreparedData:
+    """Find and validate every split before training starts, reporting all bad files at once."""
+    if data.root is None:
+        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise train` or set data.root")
+    train = find_split(data.format, split_dir(data.root, data.train_split), data.extra_channels)
+    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
+    vals = {name: find_split(data.format, split_dir(data.root, name), data.extra_channels) for name in split_names}
+    class_map = build_class_map(data, train)
+    report = validate_samples(train, class_map) if data.validate_data else None
+    for samples in vals.values():
+        if data.validate_data:
+            validate_samples(samples, class_map)
+    in_channels = report.channels if report else read_sample_image(train[0]).shape[2]
+    return PreparedData(train, vals, class_map, report, in_channels)
+
+
+def dataset_stats(data: DataConfig, prepared: PreparedData, run_dir: Path) -> tuple[list[float], list[float]]:
+    """Mean/std: from the config, else from the run's stored statistics, else computed once and stored."""
+    if data.mean is not None:
+        return list(data.mean), list(data.std)
+    stats_file = run_dir / STATS_FILE
+    if stats_file.is_file():
+        stored = yaml.safe_load(stats_file.read_text())
+        return stored["mean"], stored["std"]
+    mean, std = compute_mean_std(prepared.train)
+    stats = {"mean": [float(v) for v in mean], "std": [float(max(v, 1e-6)) for v in std],
+             "num_train": len(prepared.train), "in_channels": prepared.in_channels,
+             "class_pixel_counts": [int(c) for c in prepared.report.class_pixel_counts] if prepared.report else None}
+    atomic_write_text(stats_file, yaml.safe_dump(stats, sort_keys=False))
+    return stats["mean"], stats["std"]
+
+
+def check_data(config: Config) -> str:
+    """Validate every split of a data set (or one split folder) and describe it: sizes, channels, class pixels."""
+    data = with_dataset_defaults(config.data)
+    root = Path(data.root)
+    if not root.is_dir():
+        raise DataError(f"{root} does not exist; pass the data set root (holding train/, val/, ...) or a split folder")
+    splits = [root] if holds_images(root) else [p for p in sorted(root.iterdir()) if p.is_dir() and holds_images(p)]
+    if not splits:
+        raise DataError(f"{root} holds no split folder with images/ (expected {root}/train/images, ...)")
+    found = {split.name: find_split(data.format, split, data.extra_channels) for split in splits}
+    class_map = build_class_map(data, [s for samples in found.values() for s in samples])
+    names = data.class_names or [f"class_{i}" for i in range(class_map.num_classes)]
+    parts = [f"== {name} ({split_samples and len(split_samples)} samples) ==\n"
+             f"{validate_samples(split_samples, class_map).format(names)}" for name, split_samples in found.items()]
+    return "\n\n".join(parts) + f"\n\n{len(found)} split(s) valid."

@@ -1,0 +1,153 @@
+"""Prediction with a trained pixel model: index/colour/overlay PNGs, probabilities, streamed GeoTIFFs, RLE CSVs,
+ensembles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segwise.data.classmap import ClassMap
+from segwise.data.folder import Sample, read_sample_image
+from segwise.data.readers import find_split, holds_images
+from segwise.data.io import IMAGE_EXTENSIONS, write_png
+from segwise.errors import ConfigError, DataError
+from segwise.inference.ensemble import Ensemble
+from segwise.inference.predictor import Predictor
+from segwise.inference.raster import RASTER_EXTENSIONS, raster_size
+from segwise.inference.rle import raster_rle_encode, rle_encode, write_rle_csv
+from segwise.inference.whole import InferenceMode
+from segwise.io_utils import ensure_writable_dir
+from segwise.models.spec import ModelSpec
+from segwise.visualize import colorize, overlay
+
+
+def spec_class_map(spec: ModelSpec) -> ClassMap:
+    """The class mapping the model was trained with."""
+    palette = spec.palette if not spec.class_values and not spec.binary else None
+    return ClassMap(num_classes=spec.num_classes, ignore_index=spec.ignore_index,
+                    values=tuple(spec.class_values) if spec.class_values else None,
+                    palette=tuple(tuple(c) for c in palette) if palette else None,
+                    binary=spec.binary, unmapped=spec.unmapped)
+
+
+def save_prediction(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray, probs: np.ndarray | None,
+                    spec: ModelSpec, kinds: set[str]) -> None:
+    """Write the requested outputs: index PNG, colour PNG, overlay PNG, raw probabilities (.npy float16)."""
+    palette = np.asarray(spec.palette, dtype=np.uint8)
+    if "index" in kinds:
+        write_png(out_dir / "index" / f"{name}.png", pred.astype(np.uint8 if spec.num_classes <= 256 else np.uint16))
+    if "color" in kinds:
+        write_png(out_dir / "color" / f"{name}.png", colorize(pred, palette, spec.ignore_index))
+    if "overlay" in kinds:
+        write_png(out_dir / "overlay" / f"{name}.png", overlay(image, pred, palette))
+    if "probs" in kinds and probs is not None:
+        (out_dir / "probs").mkdir(parents=True, exist_ok=True)
+        np.save(out_dir / "probs" / f"{name}.npy", probs.astype(np.float16))
+
+
+def prediction_inputs(path: Path, extra_channels: list[str], format: str = "folder") -> list[Sample]:
+    """A single image file, a folder of images, or a split folder with images/ (+ extra channel folders)."""
+    path = Path(path)
+    if path.is_file():
+        if extra_channels:
+            raise DataError(f"{path}: the model needs extra channel planes {extra_channels}; pass the split folder "
+                            "that holds images/ and those folders instead of one file")
+        return [Sample(path.stem, path, None, ())]
+    if not path.is_dir():
+        raise DataError(f"{path} does not exist; pass an image file or a folder of images")
+    if holds_images(path):
+        return find_split(format, path, extra_channels, require_masks=False)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [Sample(p.stem, p, None, ()) for p in files]
+
+
+@dataclass
+class RasterOptions:
+    """How `predict` streams large inputs: the size limit for PNG/JPEG and the extra GeoTIFF outputs."""
+
+    max_pixels: int = 100_000_000
+    probs: str | None = None  # "uint8" or "float16"
+    confidence: bool = False
+    color: bool = False
+    overwrite: bool = False
+    progress: bool | None = None  # None: a progress bar for long jobs on a terminal
+
+
+def streams(sample: Sample, max_pixels: int) -> bool:
+    """TIFFs, and images over `max_pixels`, go through the streaming raster path (with their extra planes)."""
+    if sample.image.suffix.lower() in RASTER_EXTENSIONS:
+        return True
+    try:
+        height, width = raster_size(sample.image)
+    except DataError:
+        return False  # let the ordinary reader report what is wrong with the file
+    return height * width > max_pixels
+
+
+def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float | None = None,
+            save: set[str] = frozenset({"index", "color", "overlay"}), device: str | None = None,
+            ensemble: Sequence[Path] = (), ensemble_method: str | None = None,
+            ensemble_weights: Sequence[float] | None = None, rle: Path | None = None,
+            rle_class: int | None = None, mode: InferenceMode | None = None,
+            raster: RasterOptions | None = None, format: str = "folder") -> list[Path]:
+    """Predict every input image; returns the list of index-mask files written (`<out>/<name>.tif` for rasters).
+
+    `rle`: also write a `name<TAB>rle` CSV (TianChi format) of class `rle_class`, or of every non-zero class.
+    `mode`: whole image (default), sliding windows and/or TTA. TIFF inputs and inputs over `raster.max_pixels`
+    are streamed window by window into GeoTIFFs (`predict_raster`), with their extra channel planes, through
+    every ensemble member; their RLE is read back from the class GeoTIFF in column strips.
+    """
+    raster = raster or RasterOptions()
+    predictor = Predictor.from_path(model_path, device, mode)
+    predictor = with_ensemble(predictor, model_path, ensemble, ensemble_method, ensemble_weights)
+    check_rle_options(rle, rle_class, predictor.spec)
+    out_dir = ensure_writable_dir(out_dir)
+    written, rle_rows = [], []
+    for sample in prediction_inputs(inputs, predictor.spec.extra_channels, format):
+        if streams(sample, raster.max_pixels):
+            result = predictor.predict_raster([sample.image, *sample.extras], out_dir / f"{sample.name}.tif",
+                                              probs=raster.probs, confidence=raster.confidence, color=raster.color,
+                                              overwrite=raster.overwrite, threshold=threshold,
+                                              progress=raster.progress)
+            if rle is not None:
+                rle_rows.append((sample.image.name, raster_rle_encode(result.classes, rle_class)))
+            written.append(result.classes)
+            continue
+        image = read_sample_image(sample)
+        probs = predictor.predict_proba(image, str(sample.image))
+        labels = predictor.labels(probs, threshold)
+        save_prediction(out_dir, sample.name, image, labels, probs, predictor.spec, save)
+        if rle is not None:
+            rle_rows.append((sample.image.name, rle_encode(labels, rle_class)))  # the file name, as in S2 CSVs
+        written.append(out_dir / "index" / f"{sample.name}.png")
+    if rle is not None:
+        write_rle_csv(rle, rle_rows)
+    return written
+
+
+def with_ensemble(predictor: Predictor, model_path: Path, members: Sequence[Path], method: str | None,
+                  weights: Sequence[float] | None) -> Predictor | Ensemble:
+    """The model alone, or an `Ensemble` of it and `members` (method: 'weighted' when weights are given, else
+    'mean', unless set)."""
+    if not members:
+        if method is not None or weights is not None:
+            raise ConfigError("--ensemble-method/--ensemble-weights need further models: add --ensemble RUN ...")
+        return predictor
+    method = method or ("weighted" if weights is not None else "mean")
+    return Ensemble.extend(predictor, model_path, members, weights, method)
+
+
+def check_rle_options(rle: Path | None, rle_class: int | None, spec: ModelSpec) -> None:
+    """Fail before predicting anything on an RLE class the model lacks or an RLE file that cannot be written."""
+    if rle is None:
+        if rle_class is not None:
+            raise ConfigError("--rle-class needs --rle FILE")
+        return
+    if rle_class is not None and not 0 <= rle_class < spec.num_classes:
+        raise ConfigError(f"--rle-class {rle_class} is not a class of this model (0..{spec.num_classes - 1})")
+    ensure_writable_dir(Path(rle).resolve().parent)

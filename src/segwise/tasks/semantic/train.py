@@ -1,0 +1,62 @@
+"""Training on image folders: validated data → model description → a run of the shared engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from segwise.config import Config
+from segwise.data.folder import SegmentationDataset
+from segwise.data.transforms import build_eval_transform, build_train_transform
+from segwise.engine.run import check_names, open_run
+from segwise.engine.trainer import fit_segmentation
+from segwise.errors import ConfigError
+from segwise.models.spec import ModelSpec
+from segwise.tasks.semantic.data import PreparedData, dataset_stats, prepare_data, with_dataset_defaults
+from segwise.visualize import default_palette
+
+TASKS = ("semantic",)
+"""Registry tasks `segwise train` accepts: pixel models of the semantic contract."""
+
+
+def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: list[float]) -> ModelSpec:
+    data, num_classes = config.data, prepared.class_map.num_classes
+    names = data.class_names or [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"data.class_names has {len(names)} names but the data has {num_classes} classes")
+    palette = [list(c) for c in data.palette] if data.palette else default_palette(num_classes).tolist()
+    return ModelSpec(name=config.model.name, encoder=config.model.encoder, args=dict(config.model.args),
+                     in_channels=prepared.in_channels, num_classes=num_classes, class_names=list(names),
+                     palette=palette, ignore_index=data.ignore_index, mean=mean, std=std,
+                     extra_channels=list(data.extra_channels),
+                     image_size=list(data.image_size) if data.image_size else None,
+                     class_values=prepared.class_map.values and list(prepared.class_map.values),
+                     binary=data.binary, unmapped=data.unmapped)
+
+
+def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
+    """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt.
+
+    `callbacks` are added to segwise's own (e.g. for custom logging or benchmarks).
+    """
+    config = config.model_copy(update={"data": with_dataset_defaults(config.data)})
+    check_names(config, TASKS)
+    prepared = prepare_data(config.data)
+    stats: dict[str, list[float]] = {}
+
+    def spec_for(run_dir: Path) -> ModelSpec:
+        stats["mean"], stats["std"] = dataset_stats(config.data, prepared, run_dir)
+        return model_spec(config, prepared, stats["mean"], stats["std"])
+
+    run = open_run(config, spec_for, config.model.name, config.model.encoder)
+    data = config.data
+    train_transform = build_train_transform(data.augment, crop_size=data.crop_size, image_size=data.image_size,
+                                            scale_range=data.scale_range, hflip=data.hflip, vflip=data.vflip,
+                                            rotate=data.rotate, blur=data.blur, ignore_index=data.ignore_index,
+                                            num_channels=prepared.in_channels)
+    eval_transform = build_eval_transform(data.image_size)
+    datasets = dict(class_map=prepared.class_map, mean=run.spec.mean, std=run.spec.std)
+    train_set = SegmentationDataset(prepared.train, transform=train_transform, seed=config.trainer.seed, **datasets)
+    val_sets = {name: SegmentationDataset(s, transform=eval_transform, **datasets) for name, s in prepared.vals.items()}
+    return fit_segmentation(config, run, train_set, val_sets, callbacks)

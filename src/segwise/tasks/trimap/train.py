@@ -1,0 +1,50 @@
+"""Trimap training: a mask-prompted pixel model on matting folders, trained with 3 classes by the shared engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+
+from segwise.data.matting import MEAN, STD, MattingDataset, PromptCorruption, find_matting_samples
+from segwise.data.readers import split_dir
+from segwise.engine.run import check_names, open_run
+from segwise.engine.trainer import fit_segmentation
+from segwise.errors import ConfigError
+from segwise.metrics.trimap import TRIMAP_CLASSES
+from segwise.models.spec import ModelSpec
+from segwise.tasks.trimap.config import TrimapConfig
+from segwise.tasks.trimap.infer import PALETTE, input_size
+
+TASKS = ("trimap", "semantic")
+"""Registry tasks `segwise trimap train` accepts: the trimap ViT, or any pixel model given the 4-channel input."""
+
+
+def trimap_spec(config: TrimapConfig) -> ModelSpec:
+    return ModelSpec(name=config.model.name, encoder=config.model.encoder, args=dict(config.model.args),
+                     in_channels=4, num_classes=3, class_names=list(TRIMAP_CLASSES), palette=PALETTE,
+                     ignore_index=config.data.ignore_index, mean=list(MEAN), std=list(STD))
+
+
+def corruption(config: TrimapConfig) -> PromptCorruption:
+    t = config.trimap
+    return PromptCorruption(edge_noise=t.edge_noise, contour_jitter=t.contour_jitter, hole_drop=t.hole_drop)
+
+
+def train(config: TrimapConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train on `data.root/{train_split,val_split}/{original,mask[,trimap]}` with the shared engine; the same run
+    name resumes."""
+    check_names(config, TASKS)
+    if config.data.root is None:
+        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise trimap train`")
+    data, options = config.data, config.trimap
+    train_samples = find_matting_samples(split_dir(data.root, data.train_split), options.trimap_dir)
+    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
+    vals = {name: find_matting_samples(split_dir(data.root, name), options.trimap_dir) for name in split_names}
+    run = open_run(config, lambda _: trimap_spec(config), config.model.name, config.model.args.get("size"))
+    common = dict(size=input_size(run.spec), band=options.unknown_band, prompt_threshold=options.prompt_threshold)
+    train_set = MattingDataset(train_samples, train=True, seed=config.trainer.seed, corruption=corruption(config),
+                               **common)
+    val_sets = {name: MattingDataset(samples, train=False, **common) for name, samples in vals.items()}
+    return fit_segmentation(config, run, train_set, val_sets, callbacks)

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from segwise.models.spec import ModelSpec, load_model
+from segwise.models import model_entry
+from segwise.models.spec import ModelSpec, load_model, peek_spec
 from segwise.errors import DataError, ModelError
-from segwise.inference.predictor import fold_batchnorm
+from segwise.inference.predictor import PIXEL_TASKS, fold_batchnorm
 from segwise.io_utils import atomic_write
 from segwise.models import input_stride
 
@@ -83,6 +84,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, height
         raise DataError(f"{out} is a directory; pass a file name such as {out / 'model.onnx'}")
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it")
+    model_entry(peek_spec(model_path).name, PIXEL_TASKS)  # ONNX export covers image-in, logits-out models
     model, spec = load_model(model_path)
     stride = input_stride(model)
     size = _example_size(spec, stride, height, width)

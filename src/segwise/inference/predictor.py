@@ -13,7 +13,8 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from segwise.data.transforms import normalize
-from segwise.models.spec import ModelSpec, load_model
+from segwise.models import model_entry
+from segwise.models.spec import ModelSpec, load_model, peek_spec
 from segwise.errors import DataError
 from segwise.inference.raster import RasterModel, RasterResult, predict_raster
 from segwise.inference.whole import InferenceMode, WholeImage
@@ -48,6 +49,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return folded if torch.allclose(got, expected, rtol=1e-4, atol=tolerance) else model
 
 
+PIXEL_TASKS = ("semantic", "trimap")  # models whose input is an image and whose output is per-pixel logits
+
+
 class Predictor:
     """Preprocess exactly as in training (normalisation, optional fixed size), run a mode, return probabilities."""
 
@@ -66,7 +70,9 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: Path, device: str | None = None, mode: InferenceMode | None = None) -> Predictor:
-        """Load from a run directory, model.yaml/model.safetensors or a Lightning .ckpt."""
+        """Load a pixel model (semantic or trimap) from a run directory, model.yaml/model.safetensors or a .ckpt;
+        a model of another task (e.g. a sketch model) is refused before its weights are read."""
+        model_entry(peek_spec(path).name, PIXEL_TASKS)
         model, spec = load_model(path)
         return cls(model, spec, device, mode)
 

@@ -76,7 +76,7 @@ def model_entry(name: str, tasks: tuple[str, ...] | None = None) -> ModelEntry:
     entry = _MODELS[key]
     if tasks is not None and entry.task not in tasks:
         raise ModelError(f"model.name: '{name}' is a {entry.task} model, trained by `{TASKS[entry.task]}`; "
-                         f"`{TASKS[tasks[0]]}` takes {' or '.join(tasks)} models (see `segwise models`)")
+                         f"this command takes {' or '.join(tasks)} models (see `segwise models`)")
     return entry
 
 

@@ -86,14 +86,20 @@ def resolve_model_path(path: Path) -> tuple[Path, Path | None]:
     raise CheckpointError(f"{path} is not a run directory, model.yaml, model.safetensors or .ckpt file")
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Rebuild a model from a run directory or checkpoint, in eval mode, without executing pickled code."""
-    path = Path(path)
-    spec_file, weights_file = resolve_model_path(path)
+def peek_spec(path: Path) -> ModelSpec:
+    """The description of the model at `path` (run directory, model.yaml/.safetensors or .ckpt), weights unread."""
+    spec_file, _ = resolve_model_path(Path(path))
     if not spec_file.is_file():
         raise CheckpointError(f"{spec_file} is missing; a model needs its {SPEC_FILE} beside its weights")
     described = yaml.safe_load(spec_file.read_text())
-    spec = ModelSpec.from_dict(described if isinstance(described, dict) else {}, str(spec_file))
+    return ModelSpec.from_dict(described if isinstance(described, dict) else {}, str(spec_file))
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model from a run directory or checkpoint, in eval mode, without executing pickled code."""
+    path = Path(path)
+    _, weights_file = resolve_model_path(path)
+    spec = peek_spec(path)
     if weights_file is None:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)

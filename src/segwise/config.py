@@ -45,25 +45,31 @@ class DataConfig(StrictModel):
     format: str = Field("folder", description="layout of the data set: a key of segwise.data.readers.READERS")
     train_split: str = "train"
     val_split: str | None = "val"
-    extra_val_splits: list[str] = Field(default_factory=list, description="S3 --add-val-dirs")
-    extra_val_every: int = Field(1, ge=1, description="evaluate the extra val splits every N epochs (S3 --adv-freq)")
+    extra_val_splits: list[str] = Field(default_factory=list, description="the smp trainer's --add-val-dirs")
+    extra_val_every: int = Field(1, ge=1, description="evaluate the extra val splits every N epochs "
+                                 "(the smp trainer's --adv-freq)")
     extra_channels: list[str] = Field(default_factory=list, description="sibling folders with one plane each")
     num_classes: int | None = Field(None, ge=2)
     class_names: list[str] | None = None
-    class_values: list[int] | None = Field(None, description="raw mask value of each class (S3 --class-list)")
-    max_mask_value: int | None = Field(None, ge=1, description="classes are mask values 0..M (S3 --max-mask-val)")
+    class_values: list[int] | None = Field(None, description="raw mask value of each class "
+                                           "(the smp trainer's --class-list)")
+    max_mask_value: int | None = Field(None, ge=1, description="classes are mask values 0..M "
+                                       "(the smp trainer's --max-mask-val)")
     palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class ([r, g, b] or "
                                                        "'#rrggbb'); maps RGB and palette-PNG masks")
     binary: bool = Field(False, description="0 = background, any other value = foreground (0/255 masks)")
     unmapped: Literal["error", "ignore", "background"] = Field("error", description="mask values outside the "
                                                                 "classes: an error, ignored, or class 0")
     ignore_index: int = 255
-    image_size: Size | None = Field(None, description="resize every sample to this (S3 --image-size)")
-    crop_size: Size | None = Field(None, description="random training crop (S2 crop_size)")
-    scale_range: tuple[float, float] | None = Field(None, description="random rescale before cropping (S2 scale)")
+    image_size: Size | None = Field(None, description="resize every sample to this "
+                                    "(the smp trainer's --image-size)")
+    crop_size: Size | None = Field(None, description="random training crop (pytorch-segmentation's crop_size)")
+    scale_range: tuple[float, float] | None = Field(None, description="random rescale before cropping "
+                                                    "(pytorch-segmentation's scale)")
     hflip: bool = True
     vflip: bool = False
-    rotate: float = Field(0.0, ge=0, le=180, description="max random rotation in degrees (S2 rotate)")
+    rotate: float = Field(0.0, ge=0, le=180, description="max random rotation in degrees "
+                                                         "(pytorch-segmentation's rotate)")
     blur: bool = False
     augment: Literal["none", "safe", "light", "medium", "hard"] = "light"
     mean: list[float] | None = Field(None, description="per channel, raw pixel units; computed if unset")
@@ -106,7 +112,14 @@ class ModelConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """A weighted sum of registered losses, e.g. `ce + 0.5*dice`."""
+    """A weighted sum of registered losses, e.g. `ce + 0.5*dice`.
+
+    The options below are the common ones; any other key is passed to the loss factories too, and is accepted
+    when a registered loss takes it (checked by `segwise.losses.check_loss_options` before training), so a new
+    loss brings its options without an edit here.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str = "ce"
     class_weights: list[float] | None = None
@@ -118,7 +131,8 @@ class LossConfig(StrictModel):
 
 
 class OptimizerConfig(StrictModel):
-    """Any `torch.optim` class by name; `backbone_lr_factor` scales the encoder's LR (S2 differential_lr = 0.1)."""
+    """Any `torch.optim` class by name; `backbone_lr_factor` scales the encoder's LR
+    (pytorch-segmentation's differential_lr = 0.1)."""
 
     name: str = "AdamW"
     lr: float = Field(1e-3, gt=0)
@@ -171,7 +185,7 @@ class TrainerConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
-    """Where the run directory goes: `<log_dir>/<name>`; the same name resumes (S3)."""
+    """Where the run directory goes: `<log_dir>/<name>`; the same name resumes, as in the smp trainer."""
 
     name: str | None = None
 

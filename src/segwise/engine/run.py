@@ -19,7 +19,7 @@ from segwise.config import RunConfig, save_config
 from segwise.engine.optim import optimizer_class
 from segwise.errors import CheckpointError
 from segwise.io_utils import ensure_writable_dir
-from segwise.losses import parse_loss_spec
+from segwise.losses import check_loss_options, parse_loss_spec
 from segwise.models import model_entry
 from segwise.models.spec import ModelSpec
 
@@ -69,6 +69,7 @@ def check_names(config: Any, tasks: tuple[str, ...]) -> None:
     """Fail on a misspelt model, a model of another task, a bad loss or optimizer before any data is read."""
     model_entry(config.model.name, tasks)
     parse_loss_spec(config.loss.name)
+    check_loss_options(config.loss.model_extra or {})
     optimizer_class(config.optimizer.name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable, Sequence
 
@@ -67,6 +68,23 @@ def parse_loss_spec(spec: str) -> list[tuple[float, str]]:
             raise ConfigError(f"loss.name: {name!r} appears twice in {spec!r}; write it once with the summed weight")
         terms.append((weight, name))
     return terms
+
+
+def loss_options() -> set[str]:
+    """Every keyword option some registered loss factory takes (besides num_classes and ignore_index)."""
+    return {name for factory in LOSSES.values() for name, p in inspect.signature(factory).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"num_classes", "ignore_index"}
+
+
+def check_loss_options(options: dict[str, object]) -> None:
+    """Refuse `loss.*` keys that no registered loss takes, suggesting the closest known option."""
+    known = loss_options()
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean 'loss.{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown key 'loss.{key}': no registered loss takes it.{hint} "
+                              f"Loss options: {', '.join(sorted(known))}")
 
 
 class WeightedLoss(nn.Module):

@@ -20,8 +20,11 @@ from segwise.errors import DataError
 if TYPE_CHECKING:
     import albumentations as A
 
-MASK_DIR_NAMES: tuple[str, ...] = ("masks", "gt", "labels", "annotations")
+# Folder names each layout accepts, first name preferred (and suggested in messages); every reader uses these.
 IMAGE_DIR_NAMES: tuple[str, ...] = ("images", "imgs", "image")
+MASK_DIR_NAMES: tuple[str, ...] = ("masks", "gt", "labels", "annotations")
+MATTING_IMAGE_DIR_NAMES: tuple[str, ...] = ("original", "image", "images")
+MATTING_ALPHA_DIR_NAMES: tuple[str, ...] = ("mask", "alpha")
 MAX_LISTED_PROBLEMS = 50
 
 

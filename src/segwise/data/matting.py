@@ -1,5 +1,6 @@
-"""Matting data for trimap segmentation (S1): folders, the alpha → prompt / trimap rules, prompt corruptions, a
-torch Dataset yielding 4-channel inputs (RGB + prompt mask) with 3-class targets, and a synthetic matting set.
+"""Matting data for trimap segmentation as the trimap ViT uses it: folders, the alpha → prompt / trimap rules,
+prompt corruptions, a torch Dataset yielding 4-channel inputs (RGB + prompt mask) with 3-class targets, and a
+synthetic matting set.
 
 Layout of a split: `original/` (or `image/`, `images/`) RGB images, `mask/` (or `alpha/`) alpha mattes 0–255,
 optional `trimap/` (or any folder named by `trimap_dir`) with 0/128/255 trimaps; files are matched by stem.
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segwise.data.folder import first_image_dir, index_by_stem, problems_error
+from segwise.data.folder import (MATTING_ALPHA_DIR_NAMES, MATTING_IMAGE_DIR_NAMES, first_image_dir, index_by_stem,
+                                 problems_error)
 from segwise.data.io import read_image, read_mask, write_png
 from segwise.data.synthetic import textured_background, texture_layer
 from segwise.data.transforms import compose, mix_seed, normalize, seed_transform
@@ -25,10 +27,8 @@ from segwise.errors import ConfigError, DataError
 
 import albumentations as A  # noqa: E402  (after segwise.data.transforms, which keeps it off the network)
 
-IMAGE_DIRS = ("original", "image", "images")
-ALPHA_DIRS = ("mask", "alpha")
-PROMPT_THRESHOLD = 30  # S1: prompt = alpha >= 30
-BACKGROUND_MAX, FOREGROUND_MIN = 15, 230  # S1: <= 15 background, >= 230 foreground, else unknown
+PROMPT_THRESHOLD = 30  # the trimap ViT: prompt = alpha >= 30
+BACKGROUND_MAX, FOREGROUND_MIN = 15, 230  # the trimap ViT: <= 15 bg, >= 230 fg, else unknown
 TRIMAP_VALUES = np.array([0, 128, 255], np.uint8)  # class index → PNG grey level
 MEAN = (123.675, 116.28, 103.53, 0.0)  # ImageNet RGB in pixel units; the prompt channel (0/1) passes unchanged
 STD = (58.395, 57.12, 57.375, 1.0)
@@ -44,13 +44,14 @@ class MattingSample:
 
 # ---- rules ----------------------------------------------------------------------------------------------------
 def prompt_from_alpha(alpha: np.ndarray, threshold: int = PROMPT_THRESHOLD) -> np.ndarray:
-    """Binary prompt mask (uint8 0/1): alpha >= threshold (S1: 30). A 0/255 binary mask gives itself."""
+    """Binary prompt mask (uint8 0/1): alpha >= threshold (the trimap ViT: 30). A 0/255 binary mask gives itself."""
     return (np.asarray(alpha) >= threshold).astype(np.uint8)
 
 
 def trimap_classes(grey: np.ndarray) -> np.ndarray:
-    """Grey levels → classes: <= 15 background (0), >= 230 foreground (2), else unknown (1). (S1's code ends up
-    calling 15 itself unknown because a later rule overwrites it; the documented rule is used here.)"""
+    """Grey levels → classes: <= 15 background (0), >= 230 foreground (2), else unknown (1). (The trimap ViT's
+    code ends up calling 15 itself unknown because a later rule overwrites it; the documented rule is used
+    here.)"""
     grey = np.asarray(grey)
     classes = np.ones(grey.shape, np.uint8)
     classes[grey <= BACKGROUND_MAX] = 0
@@ -86,7 +87,7 @@ def baseline_trimap(prompt: np.ndarray, band: int) -> np.ndarray:
     return classes
 
 
-# ---- prompt corruptions (S1 TRI-A: RandomEdgeNoise, JitterContourEdge, RandomHoleDrop) -------------------------
+# ---- prompt corruptions (the trimap ViT's RandomEdgeNoise, JitterContourEdge, RandomHoleDrop) ------------------
 def _ellipse(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
@@ -143,7 +144,7 @@ def hole_drop(mask: np.ndarray, rng: np.random.Generator, max_area: float = 0.05
 
 @dataclass(frozen=True)
 class PromptCorruption:
-    """Probabilities of each S1 prompt corruption (applied in this order, each independently)."""
+    """Probabilities of each prompt corruption of the trimap ViT (applied in this order, each independently)."""
 
     edge_noise: float = 0.2
     contour_jitter: float = 0.5
@@ -165,12 +166,13 @@ def find_matting_samples(split_dir: str | Path, trimap_dir: str | None = None,
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: folder not found; a matting split holds original/ and mask/ (or alpha/)")
     problems: list[str] = []
-    image_dir, alpha_dir = first_image_dir(split_dir, IMAGE_DIRS), first_image_dir(split_dir, ALPHA_DIRS)
+    image_names, alpha_names = MATTING_IMAGE_DIR_NAMES, MATTING_ALPHA_DIR_NAMES
+    image_dir, alpha_dir = first_image_dir(split_dir, image_names), first_image_dir(split_dir, alpha_names)
     if image_dir is None:
-        problems.append(f"no image folder; put the images in {split_dir / IMAGE_DIRS[0]}/ (or {list(IMAGE_DIRS[1:])})")
+        problems.append(f"no image folder; put the images in {split_dir / image_names[0]}/ (or {list(image_names[1:])})")
     if alpha_dir is None and require_alpha:
-        problems.append(f"no alpha folder; put the alpha mattes or prompt masks in {split_dir / ALPHA_DIRS[0]}/ "
-                        f"(or {ALPHA_DIRS[1]}/)")
+        problems.append(f"no alpha folder; put the alpha mattes or prompt masks in {split_dir / alpha_names[0]}/ "
+                        f"(or {alpha_names[1]}/)")
     if trimap_dir is not None and not (split_dir / trimap_dir).is_dir():
         problems.append(f"trimap folder {trimap_dir}/ is missing; add it or leave trimap.trimap_dir unset")
     trimap_dir = trimap_dir or ("trimap" if (split_dir / "trimap").is_dir() else None)
@@ -217,8 +219,9 @@ def sample_target(sample: MattingSample, alpha: np.ndarray, band: int) -> np.nda
 
 
 def matting_transform(size: int | None, train: bool) -> A.Compose:
-    """S1 augmentation (train: brightness/contrast, RGB shift, h-flip) and LongestMaxSize(size); the prompt is a
-    second mask target so geometry applies identically. Batches are zero-padded by the collate (target: ignore)."""
+    """The trimap ViT's augmentation (train: brightness/contrast, RGB shift, h-flip) and LongestMaxSize(size);
+    the prompt is a second mask target so geometry applies identically. Batches are zero-padded by the collate
+    (target: ignore)."""
     ops: list[A.BasicTransform] = []
     if train:
         ops += [A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=(-0.15, 0.4), p=0.75),

@@ -3,9 +3,10 @@
 For every sketch both sides produce what ContextSeg consumes: one stroke image per stroke (width 2), one group
 image per ground-truth part (width 4) and the distance field of each group image. segwise draws with one
 cv2.polylines call per image on 1/16-pixel fixed-point coordinates and takes cv2's exact Euclidean distance
-transform; the reference (S0.1, `write_data_*.py`) draws each image with PIL on a 156 × 156 canvas, pastes it
-into 256 × 256 at offset 50, flips group images, and takes scipy's `distance_transform_edt`. The two run
-alternately on the same normalised sketches, `--repeats` rounds each; the table shows the median per sketch.
+transform; the reference (ContextSeg's data scripts, `write_data_*.py`) draws each image with PIL on a
+156 × 156 canvas, pastes it into 256 × 256 at offset 50, flips group images, and takes scipy's
+`distance_transform_edt`. The two run alternately on the same normalised sketches, `--repeats` rounds each; the
+table shows the median per sketch.
 
     python benchmarks/sketch_raster.py                        # SPG test split of all categories when present
     python benchmarks/sketch_raster.py --categories face pig --repeats 5

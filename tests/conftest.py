@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic data sets and a quick config builder for end-to-end tests."""
+"""Shared fixtures (a small synthetic data set, single-threaded torch); importable helpers are in helpers.py."""
 
 from __future__ import annotations
 
@@ -7,18 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segwise.config import Config, load_config
 from segwise.data.synthetic import make_synthetic_dataset
-
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-def quick_config(root: Path, log_dir: Path, name: str, *overrides: str) -> Config:
-    """A CPU config small enough for tests; extra `key=value` overrides win."""
-    base = [f"data.root={root}", f"run.log_dir={log_dir}", f"run.name={name}", "trainer.accelerator=cpu",
-            "trainer.progress_bar=false", "data.num_workers=0", "data.batch_size=4", "model.encoder=resnet18",
-            "trainer.log_every_steps=1"]
-    return load_config(None, [*base, *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from segwise.data.io import read_mask
 from segwise.tasks.semantic.data import check_data
 from segwise.tasks.semantic.evaluate import evaluate
 from segwise.tasks.semantic.train import train
-from tests.conftest import SHARED_DATASETS
+from tests.helpers import SHARED_DATASETS
 
 CAMVID = SHARED_DATASETS / "camvid"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "camvid.yaml"

@@ -20,7 +20,7 @@ from segwise.errors import CheckpointError, DataError, TrainingError
 from segwise.tasks.semantic.evaluate import evaluate
 from segwise.tasks.semantic.predict import predict
 from segwise.tasks.semantic.train import train
-from tests.conftest import quick_config
+from tests.helpers import quick_config
 
 CHANCE_MIOU = 0.25  # 4 classes; predicting only the background scores ≈ 0.2
 
@@ -109,7 +109,8 @@ def test_eval_on_data_with_other_channels_is_refused(trained_run: Path, tmp_path
 
 
 def test_batch_of_one_and_odd_sized_data(tmp_path: Path) -> None:
-    """S3 breaks on these: 5 odd-sized images, batch 2 (last batch of 1) and a model with global pooling + BN."""
+    """The smp trainer breaks on these: 5 odd-sized images, batch 2 (last batch of 1) and a model with global
+    pooling + BN."""
     root = make_synthetic_dataset(tmp_path / "data", num_train=5, num_val=3, num_test=1, size=(45, 77), seed=2)
     for batch in (1, 2):
         config = quick_config(root, tmp_path / "runs", f"odd{batch}", "model.name=deeplabv3plus",
@@ -132,7 +133,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import lightning as L
     from segwise.tasks.semantic.train import train
-    from tests.conftest import quick_config
+    from tests.helpers import quick_config
 
     class KillAt(L.Callback):
         def __init__(self, step):

@@ -1,5 +1,5 @@
-"""Ensembles: mean / weighted mean of probabilities, majority vote, S2's floored label mean, member checks, and
-`segwise predict/eval --ensemble ... --rle` end to end on tiny real run directories."""
+"""Ensembles: mean / weighted mean of probabilities, majority vote, pytorch-segmentation's floored label mean,
+member checks, and `segwise predict/eval --ensemble ... --rle` end to end on tiny real run directories."""
 
 import json
 from pathlib import Path
@@ -115,7 +115,7 @@ def test_floor_mean_is_all_agree_for_two_classes():
     probs = ensemble.predict_proba(np.zeros((16, 16, 3)))
     assert set(np.unique(probs)) <= {0.0, 1.0} and (probs.sum(0) == 1).all()
     several = Ensemble([FixedLabels(np.full((1, 1), c), 4) for c in (1, 2)], method="floor_mean")
-    assert several.predict(np.zeros((1, 1, 3)))[0, 0] == 1  # floor((1 + 2) / 2), as S2's vote.py
+    assert several.predict(np.zeros((1, 1, 3)))[0, 0] == 1  # floor((1 + 2) / 2), as pytorch-segmentation's vote.py
     thirds = Ensemble([FixedLabels(np.full((1, 1), 3), 4)] * 3, weights=[0.1, 0.2, 0.7], method="floor_mean")
     assert thirds.predict(np.zeros((1, 1, 3)))[0, 0] == 3  # rounding in the weight sum does not floor 3 to 2
 

@@ -26,7 +26,7 @@ from segwise.models import create_model, input_stride
 from segwise.convert.factseg import convert_official_state_dict, load_official_checkpoint, official_encoder_name
 from segwise.models.factseg import collaborative_log_probs
 from segwise.tasks.semantic.train import train
-from tests.conftest import SHARED_DATASETS, quick_config
+from tests.helpers import SHARED_DATASETS, quick_config
 
 PARITY = SHARED_DATASETS.parent / "reference" / "factseg_parity"
 SMALL = {"fpn_channels": 16, "decoder_channels": 8}

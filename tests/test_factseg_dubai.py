@@ -14,7 +14,7 @@ from PIL import Image
 
 from segwise.cli import main
 from segwise.data.io import read_image, read_mask
-from tests.conftest import SHARED_DATASETS
+from tests.helpers import SHARED_DATASETS
 
 DUBAI = SHARED_DATASETS / "dubai_aerial"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dubai_factseg.yaml"

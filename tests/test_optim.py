@@ -1,4 +1,4 @@
-"""Optimizer by name, backbone LR factor (S2 differential LR) and the LR schedules."""
+"""Optimizer by name, backbone LR factor (pytorch-segmentation's differential LR) and the LR schedules."""
 
 from __future__ import annotations
 

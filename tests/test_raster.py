@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 
 from segwise.cli import main
 from segwise.data.io import read_mask, write_png
@@ -20,8 +19,7 @@ from segwise.errors import DataError
 from segwise.inference import (Ensemble, MultiScaleFlip, Predictor, RasterModel, SlidingWindow, WholeImage,
                                predict_raster, rle_encode)
 from segwise.inference.raster import DEFAULT_WINDOW, streaming_mode
-from segwise.models import create_model
-from tests.test_sliding import ConvNet
+from tests.helpers import ConvNet, write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
@@ -32,15 +30,6 @@ def make_spec(in_channels: int = 3, **kwargs) -> ModelSpec:
                   in_channels=in_channels, num_classes=4, class_names=["a", "b", "c", "d"], palette=PALETTE,
                   mean=[100.0] * in_channels, std=[60.0] * in_channels)
     return ModelSpec(**{**values, **kwargs})
-
-
-def write_geotiff(path: Path, pixels: np.ndarray, nodata: float | None = 0, block: int = 64) -> Path:
-    bands, height, width = pixels.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=pixels.dtype,
-                       crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=nodata,
-                       tiled=True, blockxsize=block, blockysize=block) as dst:
-        dst.write(pixels)
-    return path
 
 
 def random_pixels(bands: int, height: int, width: int, seed: int = 0) -> np.ndarray:

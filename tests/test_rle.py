@@ -16,7 +16,7 @@ from segwise.inference.rle import (
     coco_counts_to_string, coco_rle_decode, coco_rle_encode, coco_string_to_counts, decode_rle_csv, raster_rle_encode,
     read_rle_csv, rle_decode, rle_encode, write_rle_csv,
 )
-from tests.test_raster import write_geotiff
+from tests.helpers import write_geotiff
 
 # 3×3 by hand. Column-major pixels: 0 1 0 | 1 1 0 | 0 0 1 → runs at 1-based 2 (1 px), 4 (2 px), 9 (1 px)
 SMALL = np.array([[0, 1, 0],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS
+from tests.helpers import SHARED_DATASETS
 from scipy import ndimage
 
 from segwise.data.sketch import (

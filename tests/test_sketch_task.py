@@ -20,7 +20,7 @@ from segwise.errors import ConfigError, DataError
 from segwise.models.contextseg import ContextSeg, StrokeEmbedder
 from segwise.tasks import sketch as task
 
-from conftest import SHARED_DATASETS
+from tests.helpers import SHARED_DATASETS
 
 TINY = ["--cpu", "--canvas", "32", "--workers", "0", "--seed", "0",
         "--set", "trainer.progress_bar=false", "--set", "trainer.log_every_steps=5",

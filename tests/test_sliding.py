@@ -10,24 +10,9 @@ from segwise.errors import ConfigError
 from segwise.inference import MultiScaleFlip, SlidingWindow, WholeImage, build_mode, plan_windows, weight_map
 from segwise.data.tile import axis_starts
 from segwise.inference.windows import BandAccumulator
+from tests.helpers import ConvNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class ConvNet(nn.Module):
-    """Translation-equivariant (stride 1, zero padding): two 3×3 convs, so each output sees a 5×5 neighbourhood."""
-
-    input_stride = 1
-    radius = 2
-
-    def __init__(self, in_channels: int = 3, classes: int = 4, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(8, classes, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 4 * self.body(x)  # sharper softmax so differences are not hidden by flat probabilities
 
 
 class FlipSymmetricNet(ConvNet):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATASETS
+from tests.helpers import SHARED_DATASETS
 from segwise.cli import main
 from segwise.data.io import read_mask
 from segwise.data.matting import baseline_trimap, find_matting_samples, prompt_from_alpha, read_rgb, trimap_classes

@@ -1,4 +1,5 @@
-"""Matting data: S1's alpha → prompt / trimap rules, trimap generation, prompt corruptions, folders, dataset."""
+"""Matting data: the trimap ViT's alpha → prompt / trimap rules, trimap generation, prompt corruptions, folders,
+dataset."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def test_combined_spec_is_the_weighted_sum() -> None:
 
 
 def test_losses_train_toward_the_target() -> None:
-    """A gradient step on the logits lowers both losses (the normaliser is not detached, as in S1)."""
+    """A gradient step on the logits lowers both losses (the normaliser is not detached, as in the trimap ViT)."""
     torch.manual_seed(2)
     logits = torch.randn(1, 3, 6, 6, requires_grad=True)
     target = torch.randint(0, 3, (1, 6, 6))

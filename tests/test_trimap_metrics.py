@@ -1,4 +1,4 @@
-"""Trimap IoU (per image, dataset-level, S1's per-row averaging) and matting errors on crafted cases."""
+"""Trimap IoU (per image, dataset-level, the trimap ViT's per-row averaging) and matting errors on crafted cases."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def test_mean_iou_only_over_images_with_all_three_classes() -> None:
 
 
 def test_per_row_reference_averaging_differs_and_is_named() -> None:
-    """S1's published numbers averaged per-row IoUs: a row with a tiny unknown error weighs as much as a big one."""
+    """The trimap ViT's published numbers averaged per-row IoUs: a row with a tiny unknown error weighs as much as
+    a big one."""
     target = T([[1, 1, 1, 1], [0, 0, 0, 1]])
     pred = T([[1, 1, 1, 1], [0, 0, 0, 0]])
     image = image_trimap_iou(pred, target)

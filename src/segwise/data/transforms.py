@@ -19,7 +19,7 @@ import albumentations as A  # noqa: E402
 from segwise.errors import ConfigError  # noqa: E402
 
 PRESETS: tuple[str, ...] = ("none", "safe", "light", "medium", "hard")
-"""Augmentation strengths (S3 semantics); non-RGB inputs only get geometric and brightness/contrast/gamma ops."""
+"""Augmentation strengths as in the smp trainer; non-RGB inputs only get geometric and brightness/contrast/gamma ops."""
 
 Size = int | Sequence[int]
 
@@ -154,7 +154,7 @@ def compose(ops: list[A.BasicTransform]) -> A.Compose:
 
 
 def _preset_ops(preset: str, num_channels: int, ignore_index: int) -> list[A.BasicTransform]:
-    """S3 augmentation presets; colour ops that need RGB are left out for other channel counts."""
+    """The smp trainer's augmentation presets; colour ops that need RGB are left out for other channel counts."""
     rgb = num_channels == 3
     fill = _fill(ignore_index)
 

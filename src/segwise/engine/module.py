@@ -124,7 +124,7 @@ class SegmentationTask(SegwiseTask):
 
     # ---- validation -----------------------------------------------------------------------------------------
     def _evaluated(self, dataloader_idx: int) -> bool:
-        """Extra validation sets run every `data.extra_val_every` epochs (S3 --adv-freq)."""
+        """Extra validation sets run every `data.extra_val_every` epochs (the smp trainer's --adv-freq)."""
         return dataloader_idx == 0 or (self.current_epoch + 1) % self.config.data.extra_val_every == 0
 
     def on_validation_epoch_start(self) -> None:

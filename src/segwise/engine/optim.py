@@ -1,4 +1,5 @@
-"""Optimizer by torch.optim name with a backbone LR factor, and the LR schedules of S2/S3."""
+"""Optimizer by torch.optim name with a backbone LR factor, and the LR schedules of
+pytorch-segmentation and the smp trainer."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 
 def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, Any]]:
-    """Encoder parameters get lr × backbone_lr_factor (S2 differential_lr), the rest the base lr."""
+    """Encoder parameters get lr × backbone_lr_factor (pytorch-segmentation's differential_lr), the rest the base lr."""
     encoder = getattr(model, "encoder", None)
     if encoder is None or config.backbone_lr_factor == 1.0:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "all"}]

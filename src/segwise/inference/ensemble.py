@@ -47,8 +47,9 @@ class Ensemble:
     - `weighted`: weighted average of the probabilities (`weights`, normalised to sum 1);
     - `vote`: majority vote of the members' argmax labels (weighted if `weights` are given); a tie goes to the
       lowest class index. `predict_proba` returns each class's vote share;
-    - `floor_mean`: S2 vote.py's label average cast down to an integer (for two classes: foreground only where
-      every member says so), kept for compatibility. `predict_proba` returns the one-hot of that label.
+    - `floor_mean`: the label average of pytorch-segmentation's vote.py cast down to an integer (for two
+      classes: foreground only where every member says so), kept for compatibility. `predict_proba` returns
+      the one-hot of that label.
     """
 
     def __init__(self, predictors: Sequence[Predictor], weights: Sequence[float] | None = None,

@@ -1,4 +1,6 @@
-"""Run-length encoding of binary masks: S2/TianChi "start length" strings, COCO RLE, and `name<TAB>rle` CSV files.
+"""Run-length encoding of binary masks: TianChi "start length" strings, COCO RLE, and `name<TAB>rle` CSV files.
+
+The TianChi strings and the CSV files are those of pytorch-segmentation's png2rle.py.
 
 All formats flatten the mask column-major (Fortran order: down the first column, then the next), as the
 competitions and pycocotools do. Foreground is one class (`foreground=K`) or, by default, every non-zero pixel.
@@ -107,7 +109,7 @@ def _parse_ints(text: str) -> np.ndarray:
     return values
 
 
-# ---- S2 / TianChi -----------------------------------------------------------------------------------------
+# ---- TianChi (pytorch-segmentation) -----------------------------------------------------------------------
 def rle_encode(mask: np.ndarray, foreground: int | None = None) -> str:
     """H×W mask → TianChi RLE: space-separated 1-based column-major "start length" pairs; "" = no foreground."""
     return _format_runs(*mask_runs(mask, foreground))
@@ -262,7 +264,7 @@ def coco_rle_decode(rle: dict[str, Any], value: int = 1) -> np.ndarray:
 
 # ---- CSV ----------------------------------------------------------------------------------------------------
 def write_rle_csv(path: Path, rows: Iterable[tuple[str, str]]) -> Path:
-    """Write `name<TAB>rle` lines without a header (S2 png2rle / TianChi submission), atomically."""
+    """Write `name<TAB>rle` lines without a header (pytorch-segmentation's png2rle / TianChi submission), atomically."""
     path = Path(path)
     lines = []
     for name, rle in rows:

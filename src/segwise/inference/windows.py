@@ -1,7 +1,7 @@
 """Sliding-window building blocks: the window planner, blending weight maps, the batched window forward and the
 row-band accumulator that keeps memory bounded by window height × image width × classes, not by the image.
 
-Placement follows MONAI's `sliding_window_inference` (and FactSeg's S4.5 evaluation): windows start at 0, stride,
+Placement follows MONAI's `sliding_window_inference` (and the official FactSeg evaluation): windows start at 0, stride,
 2·stride, … and the last one is moved back so that it ends on the image border. A window larger than the image
 shrinks to the image (the forward pads it to the model's stride, as `WholeImage` does), so one window over the
 whole image is exactly whole-image inference.

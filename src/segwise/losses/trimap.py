@@ -1,7 +1,7 @@
-"""Trimap losses of S1: the normalised focal loss (softmax) and the unknown-region distance-transform loss.
+"""Trimap losses of the trimap ViT: the normalised focal loss (softmax) and the unknown-region distance-transform loss.
 
 Both take logits N×K×H×W and an int64 target N×H×W (0 background, 1 unknown, 2 foreground; `ignore_index` pixels
-count nowhere). The S1 recipe is ``"nfl + 0.1*dt"``.
+count nowhere). The trimap ViT's recipe is ``"nfl + 0.1*dt"``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ UNKNOWN = 1
 class NormalizedFocalLoss(nn.Module):
     """Σ_i w_i·(−log p_i) / (Σ_i w_i + ε) with w_i = (1 − p_i)^γ over the labelled pixels of the batch.
 
-    Equal to S1's (1/N) Σ ŵ_i·(−log p_i) with ŵ_i = N·w_i / (Σ w + ε); the normaliser is not detached, as in S1.
+    Equal to the trimap ViT's (1/N) Σ ŵ_i·(−log p_i) with ŵ_i = N·w_i / (Σ w + ε); the normaliser is not
+    detached, as in the trimap ViT.
     """
 
     def __init__(self, ignore_index: int = 255, gamma: float = 2.0, eps: float = 1e-8) -> None:
         super().__init__()
         if gamma < 0:
-            raise ConfigError(f"loss.focal_gamma: got {gamma}; use a value >= 0 (S1 uses 2)")
+            raise ConfigError(f"loss.focal_gamma: got {gamma}; use a value >= 0 (the trimap ViT uses 2)")
         self.ignore_index, self.gamma, self.eps = ignore_index, gamma, eps
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

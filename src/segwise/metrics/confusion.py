@@ -9,7 +9,7 @@ class absent from the ground truth but predicted has IoU 0 and Dice 0 (its false
 recall; a class present in the ground truth but never predicted has IoU 0 and NaN precision. Means skip NaN:
 mIoU and mDice average over the classes present in the ground truth or the prediction, and mean accuracy
 (mean recall) over the classes present in the ground truth. fwIoU weights each class's IoU by its share of
-labelled ground-truth pixels. (The S2 source system counted absent classes as IoU 0 in its mean instead.)
+labelled ground-truth pixels. (pytorch-segmentation counted absent classes as IoU 0 in its mean instead.)
 """
 
 from __future__ import annotations

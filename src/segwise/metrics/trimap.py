@@ -1,10 +1,11 @@
-"""Trimap metrics (S1): background / unknown / foreground IoU averaged per image, the dataset-level confusion-matrix
-IoU, the reference's per-row averaging as a named compatibility option, and matting errors of an alpha matte.
+"""Trimap metrics of the trimap ViT: background / unknown / foreground IoU averaged per image, the dataset-level
+confusion-matrix IoU, the reference's per-row averaging as a named compatibility option, and matting errors of an
+alpha matte.
 
-Per image (the correct S1 definition): IoU_c = |P_c ∩ G_c| / |P_c ∪ G_c|, skipped when the union is empty,
-averaged over images; mean IoU is the mean of the three, averaged over the images where all three are defined.
-`averaging="per_row_reference"` reproduces S1's published numbers, whose evaluation fed H×W maps to a routine that
-kept dim 0, so each image scored the mean of its per-row IoUs.
+Per image (the trimap ViT's intended definition): IoU_c = |P_c ∩ G_c| / |P_c ∪ G_c|, skipped when the union is
+empty, averaged over images; mean IoU is the mean of the three, averaged over the images where all three are defined.
+`averaging="per_row_reference"` reproduces the trimap ViT's published numbers, whose evaluation fed H×W maps to a
+routine that kept dim 0, so each image scored the mean of its per-row IoUs.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def matting_errors(alpha: np.ndarray, truth: np.ndarray, region: np.ndarray | No
 
 
 def format_trimap_table(results: dict[str, dict[str, float]], columns: Sequence[str] | None = None) -> str:
-    """Per-dataset table like S1's evaluation log: BG / Unknown / FG / mIoU in percent (+ any extra columns)."""
+    """Per-dataset table like the trimap ViT's evaluation log: BG / Unknown / FG / mIoU in percent (+ any extra
+    columns)."""
     base = [("BG", "iou_background"), ("Unknown", "iou_unknown"), ("FG", "iou_foreground"), ("mIoU", "miou"),
             ("mIoU (dataset)", "dataset_miou")]
     extra = [(name.upper(), name) for name in (columns or ()) if any(name in r for r in results.values())]

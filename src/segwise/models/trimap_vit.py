@@ -1,4 +1,4 @@
-"""`trimap_vit`: a mask-prompted plain ViT (S1, SimpleClick-style) that predicts background / unknown / foreground.
+"""`trimap_vit`: the trimap ViT, a mask-prompted plain ViT (SimpleClick-style) for background / unknown / foreground.
 
 Input convention: one tensor N×4×H×W, the normalised RGB image and, as the 4th channel, the binary prompt mask in
 [0, 1]. Keeping the prompt as an input channel lets the engine, sliding windows and TTA run the model unchanged.

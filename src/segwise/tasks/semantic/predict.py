@@ -123,7 +123,8 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
         labels = predictor.labels(probs, threshold)
         save_prediction(out_dir, sample.name, image, labels, probs, predictor.spec, save)
         if rle is not None:
-            rle_rows.append((sample.image.name, rle_encode(labels, rle_class)))  # the file name, as in S2 CSVs
+            # rows are named by the file name, as in pytorch-segmentation's CSVs
+            rle_rows.append((sample.image.name, rle_encode(labels, rle_class)))
         written.append(out_dir / "index" / f"{sample.name}.png")
     if rle is not None:
         write_rle_csv(rle, rle_rows)

@@ -44,7 +44,7 @@ MATTING_METHODS = ("cf", "knn", "lkm", "rw", "sm", "lbdm")
 
 
 def input_size(spec: ModelSpec) -> int:
-    """Longest image side fed to the model: the ViT's `img_size` (its position grid), else 448 as in S1."""
+    """Longest image side fed to the model: the ViT's `img_size` (its position grid), else 448 as in the trimap ViT."""
     return int(spec.args.get("img_size", DEFAULT_SIZE))
 
 

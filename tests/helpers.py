@@ -1,0 +1,50 @@
+"""What several test modules share: the path of the real data sets, a quick CPU config, fake-data writers and a
+tiny network with known geometry. Fixtures live in conftest.py; everything importable lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from torch import nn
+
+from segwise.config import Config, load_config
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+"""Real data sets (with a SOURCE.md each); absent in a user's clone, so tests that need them skip."""
+
+
+def quick_config(root: Path, log_dir: Path, name: str, *overrides: str) -> Config:
+    """A CPU config small enough for tests; extra `key=value` overrides win."""
+    base = [f"data.root={root}", f"run.log_dir={log_dir}", f"run.name={name}", "trainer.accelerator=cpu",
+            "trainer.progress_bar=false", "data.num_workers=0", "data.batch_size=4", "model.encoder=resnet18",
+            "trainer.log_every_steps=1"]
+    return load_config(None, [*base, *overrides])
+
+
+class ConvNet(nn.Module):
+    """Translation-equivariant (stride 1, zero padding): two 3×3 convs, so each output sees a 5×5 neighbourhood."""
+
+    input_stride = 1
+    radius = 2
+
+    def __init__(self, in_channels: int = 3, classes: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, classes, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 4 * self.body(x)  # sharper softmax so differences are not hidden by flat probabilities
+
+
+def write_geotiff(path: Path, pixels: np.ndarray, nodata: float | None = 0, block: int = 64) -> Path:
+    bands, height, width = pixels.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=pixels.dtype,
+                       crs="EPSG:32633", transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=nodata,
+                       tiled=True, blockxsize=block, blockysize=block) as dst:
+        dst.write(pixels)
+    return path

@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from segwise.data.sketch import Sketch, normalize, read_spg_folder
-from segwise.data.sketch_raster import distance_field, render_strokes, render_union
-from segwise.data.sketch_synthetic import make_synthetic_sketches
+from segwise.data.sketch.formats import Sketch, normalize, read_spg_folder
+from segwise.data.sketch.raster import distance_field, render_strokes, render_union
+from segwise.data.sketch.synthetic import make_synthetic_sketches
 
 SPG = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "spg_sketch"
 BOX, OFFSET = 156, 50

@@ -19,8 +19,11 @@ import numpy as np
 import torch
 
 from segwise.config import load_config
+from segwise.data.sketch.datasets import load_sketches
 from segwise.metrics.sketch import sketch_metrics
-from segwise.tasks.sketch import SketchConfig, evaluate, load_sketches, train_embed, train_segment
+from segwise.tasks.sketch.config import SketchConfig
+from segwise.tasks.sketch.infer import evaluate
+from segwise.tasks.sketch.train import train_embed, train_segment
 
 SPG = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "spg_sketch"
 

@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import SHARED_DATASETS
 from scipy import ndimage
 
-from segwise.data.sketch import (
+from segwise.data.sketch.formats import (
     CREATIVE_CREATURE_PARTS,
     Sketch,
     SketchDataError,
@@ -22,9 +22,9 @@ from segwise.data.sketch import (
     read_spg_folder,
     sketch_format,
 )
-from segwise.data.sketch_cache import load_prepared, prepare
-from segwise.data.sketch_raster import augment_sketch, distance_field, render_strokes, render_union
-from segwise.data.sketch_synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
+from segwise.data.sketch.cache import load_prepared, prepare
+from segwise.data.sketch.raster import augment_sketch, distance_field, render_strokes, render_union
+from segwise.data.sketch.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
 
 SPG = SHARED_DATASETS / "spg_sketch"
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from segwise.data.sketch import Sketch
+from segwise.data.sketch.formats import Sketch
 from segwise.metrics.sketch import format_sketch_table, sketch_metrics, stroke_weights, write_sketch_metrics
 
 

@@ -12,13 +12,17 @@ import yaml
 
 from segwise.cli import main
 from segwise.config import load_config
-from segwise.data.sketch import Sketch
-from segwise.data.sketch_cache import load_prepared
-from segwise.data.sketch_raster import distance_field
+from segwise.data.sketch.cache import load_prepared
+from segwise.data.sketch.datasets import SketchDataset, StrokeImageDataset, collate_sketches, load_sketches
+from segwise.data.sketch.formats import Sketch
+from segwise.data.sketch.raster import distance_field
 from segwise.models.spec import load_model
 from segwise.errors import ConfigError, DataError
 from segwise.models.contextseg import ContextSeg, StrokeEmbedder
-from segwise.tasks import sketch as task
+from segwise.tasks.sketch.config import SegmentConfig, SketchConfig
+from segwise.tasks.sketch.draw import draw_parts, part_palette, sketch_svg
+from segwise.tasks.sketch.infer import evaluate
+from segwise.tasks.sketch.module import membership, teacher_forcing_ratio
 
 from tests.helpers import SHARED_DATASETS
 
@@ -36,38 +40,38 @@ def _toy() -> Sketch:
 
 
 def test_config_keeps_sketch_defaults_under_overrides_and_names_bad_keys():
-    config = load_config(None, ["trainer.max_steps=7", "optimizer.lr=0.01"], schema=task.SketchConfig)
+    config = load_config(None, ["trainer.max_steps=7", "optimizer.lr=0.01"], schema=SketchConfig)
     assert config.trainer.max_steps == 7 and config.trainer.monitor == "val/C"
     assert (config.optimizer.name, config.optimizer.lr, config.optimizer.args["eps"]) == ("Adam", 0.01, 1e-9)
     with pytest.raises(ConfigError, match="did you mean 'segment.transformer'"):
-        load_config(None, ["segment.transfomer.d_model=8"], schema=task.SketchConfig)
+        load_config(None, ["segment.transfomer.d_model=8"], schema=SketchConfig)
     with pytest.raises(ConfigError, match="divisible by num_heads"):
         load_config(None, ["segment.transformer.d_model=10", "segment.transformer.num_heads=4"],
-                    schema=task.SketchConfig)
+                    schema=SketchConfig)
 
 
 def test_teacher_forcing_ratio_decays_linearly_then_stays():
-    segment = task.SegmentConfig(teacher_forcing_steps=100)
-    ratios = [task.teacher_forcing_ratio(step, segment) for step in (0, 50, 100, 500)]
+    segment = SegmentConfig(teacher_forcing_steps=100)
+    ratios = [teacher_forcing_ratio(step, segment) for step in (0, 50, 100, 500)]
     assert ratios == pytest.approx([1.0, 0.6, 0.2, 0.2])
 
 
 def test_collation_pads_strokes_labels_and_groups():
     a = {"strokes": torch.ones(2, 4, 4, dtype=torch.bool), "labels": torch.tensor([1, 0]), "groups": 2, "index": 0}
     b = {"strokes": torch.ones(3, 4, 4, dtype=torch.bool), "labels": torch.tensor([2, 2, 0]), "groups": 3, "index": 5}
-    batch = task.collate_sketches([a, b])
+    batch = collate_sketches([a, b])
     assert batch["strokes"].shape == (2, 3, 4, 4) and not batch["strokes"][0, 2].any()
     assert batch["labels"].tolist() == [[1, 0, -1], [2, 2, 0]]
     assert batch["stroke_valid"].tolist() == [[True, True, False], [True, True, True]]
     assert batch["group_valid"].tolist() == [[True, True, False], [True, True, True]]
-    target = task.membership(batch["labels"], batch["group_valid"])
+    target = membership(batch["labels"], batch["group_valid"])
     assert target[0].tolist() == [[0, 1, -1], [1, 0, -1], [-1, -1, -1]]
     assert target[1].tolist() == [[0, 0, 1], [0, 0, 0], [1, 1, 0]]
     assert batch["index"].tolist() == [0, 5]
 
 
 def test_stage1_items_are_single_strokes_and_multi_stroke_parts_with_their_distance_field():
-    data = task.StrokeImageDataset([_toy()], canvas=32, line_width=1, df_k=0.01)
+    data = StrokeImageDataset([_toy()], canvas=32, line_width=1, df_k=0.01)
     assert [ids for _, ids in data.items] == [(0,), (1,), (2,), (0, 2)]  # part 1 has one stroke: no group item
     item = data[3]
     single = data[0]["image"] + data[2]["image"]
@@ -77,20 +81,20 @@ def test_stage1_items_are_single_strokes_and_multi_stroke_parts_with_their_dista
 
 def test_augmentation_depends_only_on_seed_epoch_and_index():
     sketches = [_toy()] * 3
-    data = task.SketchDataset(sketches, {"toy": ["top", "side"]}, canvas=32, line_width=1, augment_p=1.0, seed=4)
+    data = SketchDataset(sketches, {"toy": ["top", "side"]}, canvas=32, line_width=1, augment_p=1.0, seed=4)
     assert torch.equal(data[(2, 1)]["strokes"], data[(2, 1)]["strokes"])
     assert not all(torch.equal(data[(e, 1)]["strokes"], data[(0, 1)]["strokes"]) for e in range(1, 6))
     with pytest.raises(DataError, match="knows only"):
-        task.SketchDataset(sketches, {"cup": ["a"]}, canvas=32, line_width=1)
+        SketchDataset(sketches, {"cup": ["a"]}, canvas=32, line_width=1)
 
 
 def test_drawing_colours_each_stroke_by_its_part(tmp_path: Path):
     sketch, labels = _toy(), np.array([1, 0, 1])
-    picture = task.draw_parts(sketch, labels, size=64, width=1)
-    palette = task.part_palette(2)
+    picture = draw_parts(sketch, labels, size=64, width=1)
+    palette = part_palette(2)
     colours = {tuple(c) for c in picture.reshape(-1, 3)} - {(255, 255, 255)}
     assert colours == {tuple(int(v) for v in palette[0]), tuple(int(v) for v in palette[1])}
-    svg = task.sketch_svg(sketch, labels, size=64)
+    svg = sketch_svg(sketch, labels, size=64)
     assert svg.count("<polyline") == 3
     r, g, b = (int(v) for v in palette[1])
     assert svg.count(f'stroke="rgb({r},{g},{b})"') == 2 and "<title>side</title>" not in svg.split("<polyline")[2]
@@ -98,12 +102,12 @@ def test_drawing_colours_each_stroke_by_its_part(tmp_path: Path):
 
 def test_load_sketches_names_what_is_missing(tmp_path: Path):
     with pytest.raises(DataError, match="no prepared valid.npz"):
-        task.load_sketches(tmp_path, "valid")
+        load_sketches(tmp_path, "valid")
     assert main(["sketch", "prepare", "--synthetic", "5", "--categories", "house", "-o", str(tmp_path),
                  "--splits", "train"]) == 0
     with pytest.raises(DataError, match="has no sketches of face"):
-        task.load_sketches(tmp_path, "train", ["face"])
-    assert len(task.load_sketches(tmp_path, "train", limit=2)) == 2
+        load_sketches(tmp_path, "train", ["face"])
+    assert len(load_sketches(tmp_path, "train", limit=2)) == 2
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +197,7 @@ def test_baseline_trains_on_the_same_embedder(trained):
                  "--log-dir", str(trained["runs"]), *TINY]) == 2  # a stage-2 run is no embedder: a clear error
     spec = yaml.safe_load((trained["runs"] / "base" / "model.yaml").read_text())
     assert spec["name"] == "stroke_classifier"
-    metrics = task.evaluate(trained["runs"] / "base", trained["data"], "test", limit=10)
+    metrics = evaluate(trained["runs"] / "base", trained["data"], "test", limit=10)
     assert 0 <= metrics["mean"]["c_metric"] <= 1 and metrics["overall"]["num_sketches"] == 30
 
 
@@ -212,7 +216,7 @@ def test_spg_slice_trains_and_reports_p_and_c(tmp_path: Path, one_thread, capsys
     assert main(["sketch", "train", str(spg), "--embed", str(tmp_path / "e"), "--name", "s", "--steps", "150",
                  "-b", "16", "--lr", "2e-3", *common, *TRANSFORMER, "--set", "segment.teacher_forcing_steps=100",
                  "--set", "trainer.val_every_steps=150"]) == 0
-    metrics = task.evaluate(tmp_path / "s", spg, "test", limit=50)
+    metrics = evaluate(tmp_path / "s", spg, "test", limit=50)
     airplane = metrics["per_category"]["airplane"]
     print(f"SPG airplane slice: P {airplane['p_metric']:.3f} C {airplane['c_metric']:.3f}")
     assert airplane["num_sketches"] == 50 and airplane["c_metric"] > 0.25  # 4 parts: chance 0.25
@@ -220,6 +224,6 @@ def test_spg_slice_trains_and_reports_p_and_c(tmp_path: Path, one_thread, capsys
 
 @pytest.mark.parametrize("name", ["sketch_spg.yaml", "sketch_cpu.yaml"])
 def test_shipped_sketch_configs_are_valid(name: str):
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / name, schema=task.SketchConfig)
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / name, schema=SketchConfig)
     assert config.segment.model == "contextseg" and config.optimizer.name == "Adam"
     assert config.data.canvas % 2 ** config.embed.depth == 0

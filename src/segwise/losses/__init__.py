@@ -5,7 +5,6 @@ from segwise.losses.registry import (LOSSES, WeightedLoss, build_loss, check_los
 from segwise.losses.pixel import CrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss, OhemCrossEntropyLoss
 from segwise.losses import factseg  # noqa: F401  (registers 'som')
 from segwise.losses import trimap  # noqa: F401  (registers nfl, dt)
-from segwise.losses import sketch  # noqa: F401  (registers the ContextSeg losses)
 
 __all__ = [
     "LOSSES",

@@ -20,7 +20,8 @@ class EmbeddingLoss(nn.Module):
     def __init__(self, df_weight: float = 0.5) -> None:
         super().__init__()
         if df_weight < 0:
-            raise ConfigError(f"embed.df_weight: got {df_weight}; use a weight >= 0 (0.5 in the S0 port)")
+            raise ConfigError(f"embed.df_weight: got {df_weight}; use a weight >= 0 "
+                              "(0.5 in the ContextSeg PyTorch port)")
         self.df_weight = df_weight
         self.last_values: dict[str, Tensor] = {}
 

@@ -1,4 +1,4 @@
-"""Sketch segmentation metrics from per-stroke predicted part labels, per category and averaged (S0.6).
+"""Sketch segmentation metrics of ContextSeg from per-stroke predicted part labels, per category and averaged.
 
 * P-metric: per sketch, the share of drawn length whose label is right (a point weighs the length of the segment
   to its predecessor, a stroke's first point weighs 1, as in SketchGNN's ``eval_with_len``), averaged over sketches.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segwise.data.sketch import Sketch
+from segwise.data.sketch.formats import Sketch
 from segwise.io_utils import atomic_write_text
 
 __all__ = ["SKETCH_METRICS", "format_sketch_table", "sketch_metrics", "stroke_weights", "write_sketch_metrics"]

@@ -1,7 +1,7 @@
 """The `segwise sketch prepare` cache: a whole sketch set as one compact ``.npz`` (vectors only, no images).
 
 Images are cheap to rasterise on the fly (well under a millisecond per sketch), while a file per sample or stored
-256×256×S stacks (as in the reference's ``.pt`` sets) cost gigabytes and hours of disk I/O. The file holds
+256×256×S stacks (as in ContextSeg's ``.pt`` sets) cost gigabytes and hours of disk I/O. The file holds
 concatenated points, stroke and sketch offsets, labels, categories, part names and keys; it is written atomically
 and read back without unpickling.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segwise.data.sketch import Sketch, SketchDataError, category_parts, normalize
+from segwise.data.sketch.formats import Sketch, SketchDataError, category_parts, normalize
 from segwise.io_utils import atomic_write
 
 __all__ = ["CACHE_VERSION", "load_prepared", "prepare"]

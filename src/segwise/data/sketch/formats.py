@@ -449,10 +449,10 @@ def _finish(strokes: list[np.ndarray], labels: list[int], category: str, names: 
 
 
 def normalize(sketch: Sketch, canvas: int = 256, box: int = 156) -> Sketch:
-    """Scale so the larger bounding-box side is ``box`` and centre the sketch in a ``canvas`` square (S0.1).
+    """Scale so the larger bounding-box side is ``box`` and centre the sketch in a ``canvas`` square.
 
-    The reference draws on a ``box`` square pasted at offset (canvas - box) / 2; centring the shorter side too
-    keeps the sketch in the middle. A single point (zero extent) is only moved to the centre.
+    ContextSeg's data preparation draws on a ``box`` square pasted at offset (canvas - box) / 2; centring the
+    shorter side too keeps the sketch in the middle. A single point (zero extent) is only moved to the centre.
     """
     points = sketch.points()
     low, high = points.min(axis=0), points.max(axis=0)

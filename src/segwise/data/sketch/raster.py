@@ -1,12 +1,12 @@
 """Rasterise sketches into stroke and group images, compute the distance-field target, and augment vector sketches.
 
-Coordinates are drawn as they are: a sketch already `normalize`d into a 256 canvas (S0.1: larger side 156,
-centred) lands where the reference puts it. Orientation: every image here keeps the vector convention, row =
-y (downwards). The reference flips its group images top-bottom but not its stroke images, so the embedder sees
-the same shape in two orientations and the decoder's group tokens live in a different frame from the encoder's
-stroke tokens; one orientation for both removes that mismatch and makes PNG/SVG outputs match the input.
+Coordinates are drawn as they are: a sketch already `normalize`d into a 256 canvas (larger side 156, centred, as in
+ContextSeg's data preparation) lands where ContextSeg's code puts it. Orientation: every image here keeps the vector
+convention, row = y (downwards). ContextSeg's code flips its group images top-bottom but not its stroke images, so
+the embedder sees the same shape in two orientations and the decoder's group tokens live in a different frame from
+the encoder's stroke tokens; one orientation for both removes that mismatch and makes PNG/SVG outputs match the input.
 
-Line widths are cv2 thicknesses (defaults 2 for stroke images and 4 for group images, the reference's PIL widths);
+Line widths are cv2 thicknesses (defaults 2 for stroke images and 4 for group images, ContextSeg's PIL widths);
 cv2 draws a thickness-t line about t + 1 pixels wide with round caps, a little bolder than PIL's width-t line.
 Drawing is one cv2.polylines call per image on 1/16-pixel fixed-point coordinates.
 """
@@ -20,9 +20,11 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from segwise.data.sketch import Sketch
+from segwise.data.sketch.formats import Sketch
 
-__all__ = ["augment_sketch", "distance_field", "render_strokes", "render_union", "stroke_affine"]
+__all__ = ["FRAME", "augment_sketch", "distance_field", "render_strokes", "render_union", "stroke_affine"]
+
+FRAME = 256  # sketches are normalised into this coordinate frame (as ContextSeg does) and drawn at any size from it
 
 _SHIFT = 4  # cv2 fixed-point fraction bits: coordinates are drawn with 1/16-pixel precision
 _ONE = 1 << _SHIFT
@@ -76,10 +78,10 @@ def render_union(
 
 
 def distance_field(ink: np.ndarray, k: float = 0.01) -> np.ndarray:
-    """DF = 1 / (1 + k·exp(d)) with d the Euclidean distance to the nearest ink pixel (S0.1), as float32.
+    """DF = 1 / (1 + k·exp(d)), d the Euclidean distance to the nearest ink pixel (ContextSeg's target), as float32.
 
     ``ink`` is (H, W) or (..., H, W), non-zero = ink. DF is 1/(1+k) on ink and falls to 0 within a few pixels;
-    where exp overflows, or an image has no ink at all (d = inf), DF is 0, as in the reference. The exact
+    where exp overflows, or an image has no ink at all (d = inf), DF is 0, as in ContextSeg's code. The exact
     Euclidean transform of cv2 (DIST_MASK_PRECISE) equals scipy's distance_transform_edt and is about 3× faster.
     """
     if not k > 0:
@@ -111,7 +113,7 @@ def stroke_affine(
     shear: float = 10.0,
 ) -> np.ndarray:
     """A random 2×3 affine about the canvas centre: scale, rotation (degrees), x-shear (degrees), translation
-    (fraction of the canvas), with the S0.4 stage-2 ranges as defaults."""
+    (fraction of the canvas), with ContextSeg's stage-2 augmentation ranges as defaults."""
     s = rng.uniform(*scale)
     angle = math.radians(rng.uniform(-rotate, rotate))
     tan_shear = math.tan(math.radians(rng.uniform(-shear, shear)))
@@ -137,8 +139,9 @@ def augment_sketch(
     shear: float = 10.0,
 ) -> Sketch:
     """With probability ``p``: drop 10–30 % of the strokes (with probability ``drop_p``, only for sketches of at
-    least ``min_strokes``), then move all strokes by one shared random affine (S0.4, applied to the vectors so
-    the stroke images and any group image rasterised afterwards stay consistent). Labels follow their strokes.
+    least ``min_strokes``), then move all strokes by one shared random affine (ContextSeg's stage-2 augmentation,
+    applied to the vectors so the stroke images and any group image rasterised afterwards stay consistent). Labels
+    follow their strokes.
     """
     if rng.random() >= p:
         return sketch

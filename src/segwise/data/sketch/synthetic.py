@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from segwise.data.sketch import Sketch
+from segwise.data.sketch.formats import Sketch
 from segwise.errors import ConfigError
 
 __all__ = ["SYNTHETIC_CATEGORIES", "make_synthetic_sketches"]

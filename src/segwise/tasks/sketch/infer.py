@@ -1,0 +1,105 @@
+"""Using trained sketch segmenters: `prepare_splits` (the `sketch prepare` cache), `segment_sketches`, `evaluate`
+(P/C/SAcc/CAcc on a split) and `predict` (coloured SVG/PNG and labels.json per sketch)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from segwise.data.io import write_png
+from segwise.data.sketch.cache import prepare
+from segwise.data.sketch.datasets import SketchDataset, collate_sketches, load_sketches
+from segwise.data.sketch.formats import Sketch, read_sketches
+from segwise.data.sketch.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
+from segwise.errors import CheckpointError, ConfigError
+from segwise.io_utils import atomic_write_text, ensure_writable_dir
+from segwise.metrics.sketch import sketch_metrics, write_sketch_metrics
+from segwise.models.contextseg import ContextSeg, StrokeClassifier
+from segwise.models.spec import ModelSpec, load_model
+from segwise.tasks.sketch.draw import draw_parts, sketch_svg
+
+
+def prepare_splits(out_dir: Path, splits: list[str], source: Path | None = None, categories: list[str] | None = None,
+                   synthetic: int | None = None, seed: int = 0) -> list[Path]:
+    """Write `<out>/<split>.npz` for each split, from SPG/prepared data or (with `synthetic` = N training sketches
+    per category; N/5 for the other splits) from the procedural generator."""
+    if (source is None) == (synthetic is None):
+        raise ConfigError("give either a SOURCE (SPG folder or sketch file) or --synthetic N, not both or neither")
+    if source is not None and Path(source).is_file() and len(splits) != 1:
+        raise ConfigError(f"{source} is one file: name the one split it becomes, e.g. --splits test")
+    out_dir = ensure_writable_dir(out_dir)
+    written = []
+    for number, split in enumerate(splits):
+        if synthetic is not None:
+            count = synthetic if split == "train" else max(1, synthetic // 5)
+            sketches = make_synthetic_sketches(count, categories=categories or len(SYNTHETIC_CATEGORIES),
+                                               seed=seed + number)
+        else:
+            sketches = load_sketches(source, split, categories)
+        written.append(prepare(sketches, out_dir / f"{split}.npz"))
+    return written
+
+
+def load_segmenter(model_path: Path, device: str | None = None) -> tuple[ContextSeg | StrokeClassifier, ModelSpec]:
+    """The stage-2 network of a run directory (or its model.yaml / .ckpt), on `device` (default: CUDA if available)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, spec = load_model(Path(model_path), device)
+    if not isinstance(model, (ContextSeg, StrokeClassifier)):
+        raise CheckpointError(f"{model_path} holds a {spec.name} model; pass a run directory made by "
+                              "`segwise sketch train`")
+    return model, spec
+
+
+def segment_sketches(model: ContextSeg | StrokeClassifier, sketches: list[Sketch],
+                     batch_size: int = 16) -> list[np.ndarray]:
+    """Part label of every stroke of every sketch (auto-regressive decoding with last-wins for ContextSeg)."""
+    device = next(model.parameters()).device
+    dataset = SketchDataset(sketches, model.categories, model.embedder.image_size, model.embedder.line_width)
+    labels: list[np.ndarray] = []
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_sketches):
+        out = model.segment(batch["strokes"].to(device).float(), batch["stroke_valid"].to(device),
+                            batch["group_valid"].to(device)).cpu()
+        labels += [out[row, : sketches[index].num_strokes].numpy() for row, index in enumerate(batch["index"].tolist())]
+    return labels
+
+
+def evaluate(model_path: Path, data_root: Path, split: str = "test", categories: list[str] | None = None,
+             out_dir: Path | None = None, limit: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """P/C/SAcc/CAcc per category and their mean on a split; written to `<out>/metrics.json` and `.csv`."""
+    model, spec = load_segmenter(model_path, device)
+    sketches = load_sketches(data_root, split, categories or list(model.categories), limit)
+    metrics = sketch_metrics(sketches, segment_sketches(model, sketches))
+    out_dir = ensure_writable_dir(out_dir or Path(model_path) / "eval")
+    metrics = {**metrics, "split": split, "model": str(model_path)}
+    write_sketch_metrics(metrics, out_dir)
+    return {**metrics, "out_dir": str(out_dir)}
+
+
+def predict(model_path: Path, input_path: Path, out_dir: Path, category: str | None = None,
+            device: str | None = None) -> list[Path]:
+    """Colour each stroke by its predicted part: `<out>/<key>.svg` and `.png`, plus `labels.json`."""
+    model, spec = load_segmenter(model_path, device)
+    if category is not None and category not in model.categories:
+        raise ConfigError(f"--category {category!r} is not one of the model's: {', '.join(model.categories)}")
+    sketches = read_sketches(input_path, category=category)
+    if category is None and len(model.categories) == 1:
+        only = next(iter(model.categories))
+        sketches = [s if s.category in model.categories else replace(s, category=only) for s in sketches]
+    sketches = [replace(s, part_names=model.categories.get(s.category, s.part_names)) for s in sketches]
+    out_dir = ensure_writable_dir(out_dir)
+    canvas, width = model.embedder.image_size, model.embedder.line_width
+    written, table = [], {}
+    for number, (sketch, labels) in enumerate(zip(sketches, segment_sketches(model, sketches))):
+        name = sketch.key or f"sketch_{number:05d}"
+        atomic_write_text(out_dir / f"{name}.svg", sketch_svg(sketch, labels, canvas, width))
+        written.append(write_png(out_dir / f"{name}.png", draw_parts(sketch, labels, canvas, width)))
+        table[name] = {"category": sketch.category, "labels": labels.tolist(),
+                       "parts": [sketch.part_names[int(k)] for k in labels]}
+    atomic_write_text(out_dir / "labels.json", json.dumps(table, indent=1))
+    return written

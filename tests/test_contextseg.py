@@ -1,4 +1,7 @@
-"""ContextSeg networks and losses: shapes, causality, padding, pointer head, last-wins and the loss formulas."""
+"""ContextSeg networks and losses: CoordConv, causality, padding, pointer head, last-wins and the loss formulas.
+
+Shapes, the frozen embedder, label ranges and the model file of every sketch model: tests/test_model_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import torch.nn.functional as F
 from segwise.errors import ConfigError, ModelError
 from segwise.losses import LOSSES
 from segwise.losses.sketch import EmbeddingLoss, FocalMembershipLoss
-from segwise.models import create_model, list_models
 from segwise.models.contextseg import (ContextSeg, ContextTransformer, SinusoidalPositions, StrokeClassifier,
                                        StrokeEmbedder, last_wins, union_images)
 
@@ -30,18 +32,8 @@ def _strokes(n: int = 2, s: int = 5, size: int = 32) -> torch.Tensor:
     return (torch.rand(n, s, size, size) > 0.9).float()
 
 
-def test_models_are_registered_and_built_by_name():
-    assert {"contextseg", "contextseg_embed", "stroke_classifier"} <= set(list_models())
-    assert isinstance(create_model("contextseg_embed", **EMBED), StrokeEmbedder)
-    assert isinstance(create_model("contextseg", embed=EMBED, transformer=TRANSFORMER, categories=PARTS), ContextSeg)
-    assert isinstance(create_model("stroke_classifier", embed=EMBED, categories=PARTS, hidden=8), StrokeClassifier)
-
-
-def test_embedder_shapes_code_range_and_size_check():
-    model = StrokeEmbedder(**EMBED).eval()
-    out = model(torch.rand(3, 1, 32, 32))
-    assert out["code"].shape == (3, 16) and out["recon"].shape == out["df"].shape == (3, 1, 32, 32)
-    assert bool(((out["code"] > 0) & (out["code"] < 1)).all())  # sigmoid codes, as in the paper
+def test_embedder_has_two_decoders_and_checks_its_size():
+    out = StrokeEmbedder(**EMBED).eval()(torch.rand(3, 1, 32, 32))
     assert not torch.equal(out["recon"], out["df"])  # two independent decoders
     with pytest.raises(ModelError, match="multiple of 2\\*\\*depth"):
         StrokeEmbedder(image_size=36, depth=3)
@@ -127,20 +119,10 @@ def test_autoregressive_decoding_matches_teacher_forcing_on_its_own_outputs():
     assert labels[1, 3:].tolist() == [-1, -1] and int(labels[1, :3].max()) <= 1
 
 
-def test_embedder_is_frozen_inside_the_segmenters():
-    for model in (ContextSeg(EMBED, TRANSFORMER, PARTS), StrokeClassifier(EMBED, PARTS)):
-        model.train()
-        assert not model.embedder.training
-        assert not any(p.requires_grad for p in model.embedder.parameters())
-        assert any(p.requires_grad for p in model.parameters())
-    with pytest.raises(ModelError, match="part names"):
-        ContextSeg(EMBED, TRANSFORMER, {"cup": []})
-
-
-def test_stroke_classifier_only_predicts_parts_of_the_category():
-    model = StrokeClassifier(EMBED, PARTS).eval()
-    labels = model.segment(_strokes(1, 6), torch.ones(1, 6, dtype=torch.bool), torch.tensor([[True, True, False]]))
-    assert set(labels.flatten().tolist()) <= {0, 1}
+def test_segmenters_need_part_names():
+    for build in (lambda parts: ContextSeg(EMBED, TRANSFORMER, parts), lambda parts: StrokeClassifier(EMBED, parts)):
+        with pytest.raises(ModelError, match="part names"):
+            build({"cup": []})
 
 
 def test_focal_membership_loss_formula_and_padding():
@@ -176,8 +158,8 @@ def test_embedding_loss_is_recon_bce_plus_weighted_df_mse():
 
 def test_union_images_match_the_rasteriser():
     """Drawing a group's strokes together equals the max of their separate stroke images (same pen width)."""
-    from segwise.data.sketch import Sketch
-    from segwise.data.sketch_raster import render_strokes, render_union
+    from segwise.data.sketch.formats import Sketch
+    from segwise.data.sketch.raster import render_strokes, render_union
 
     sketch = Sketch([np.array([[2, 2], [20, 5]]), np.array([[5, 25], [25, 25], [25, 10]]),
                      np.array([[10, 10], [12, 18]])], np.array([0, 1, 0]), "toy", ["a", "b"])

@@ -1,12 +1,16 @@
-"""Classic segmentation architectures of S2's model zoo (SegNet, FCN-8s, ENet) as plain `nn.Module`s.
+"""Classic segmentation architectures of pytorch-segmentation's model zoo as plain `nn.Module`s: SegNet, FCN-8s
+and ENet (fixed backbones, trained from scratch), GCN and DUC-HDC (on an smp encoder: `encoder`, and
+`encoder_weights` when pretrained weights are asked for).
 
-Importing the package registers them in family 'classic': no encoder argument, no pretrained weights, and each
-declares `input_stride` (inputs are padded to it by the engine) and returns logits at input resolution.
+Importing the package registers them in family 'classic'; each declares `input_stride` (inputs are padded to it
+by the engine) and returns logits at input resolution.
 """
 
-from segwise.models.classic import enet, fcn, segnet  # noqa: F401  (registers enet, fcn8, segnet)
+from segwise.models.classic import duc_hdc, enet, fcn, gcn, segnet  # noqa: F401  (registers each)
+from segwise.models.classic.duc_hdc import DUCHDC
 from segwise.models.classic.enet import ENet
 from segwise.models.classic.fcn import FCN8s, bilinear_kernel
+from segwise.models.classic.gcn import GCN
 from segwise.models.classic.segnet import SegNet
 
-__all__ = ["ENet", "FCN8s", "SegNet", "bilinear_kernel"]
+__all__ = ["DUCHDC", "ENet", "FCN8s", "GCN", "SegNet", "bilinear_kernel"]

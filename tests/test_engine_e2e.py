@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -143,7 +144,7 @@ KILL_SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, like a crash or an OOM kill
 
     root, log_dir, name, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    config = quick_config(root, log_dir, name, "trainer.max_steps=10", "trainer.checkpoint_every_steps=3",
+    config = quick_config(root, log_dir, name, "trainer.max_steps=10", "trainer.checkpoint_every_steps=1",
                           "data.augment=medium", "data.num_workers=1", "data.val_split=null")
     train(config, [KillAt(kill_at)] if kill_at else [])
 """)
@@ -157,11 +158,12 @@ def _run_script(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(synthetic_root: Path, tmp_path: Path) -> None:
-    """SIGKILL in the middle of epoch 2 (24 images / batch 4 = 6 steps per epoch), resume, compare bit for bit."""
+    """SIGKILL in the middle of epoch 2 (24 images / batch 4 = 6 steps per epoch; the last checkpoint is step 7's,
+    since ModelCheckpoint runs after the killing callback), resume, compare bit for bit."""
     assert _run_script(str(synthetic_root), str(tmp_path), "straight", "0").returncode == 0
     killed = _run_script(str(synthetic_root), str(tmp_path), "killed", "8")
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=True)["global_step"] == 6
+    assert torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=True)["global_step"] == 7
     resumed = _run_script(str(synthetic_root), str(tmp_path), "killed", "0")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Restored all states" in resumed.stderr + resumed.stdout
@@ -231,3 +233,53 @@ def test_binary_masks_and_threshold(tmp_path: Path) -> None:
     nothing = evaluate(run, root / "test", tmp_path / "none", threshold=1.01)
     assert everything["per_class"][1]["recall"] == 1.0
     assert nothing["per_class"][0]["recall"] == 1.0
+
+
+class _Killed(Exception):
+    pass
+
+
+class _StopAfter(L.Callback):
+    """Stands in for a kill: stops the process's training right after step `step`'s checkpoint was written
+    (ModelCheckpoint runs last among the callbacks of a batch, so the stop comes at the next batch's start)."""
+
+    def __init__(self, step: int, trained: list[int]) -> None:
+        self.step, self.trained = step, trained
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise _Killed
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.trained.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_kills_inside_epochs_resume_to_the_same_weights_bit_for_bit(workers: int, tmp_path: Path) -> None:
+    """12 images, batch 3: 4 batches an epoch, 3 epochs. Killed after steps 2, 5 and 9 (all inside an epoch), each
+    time resumed with the same command: every batch is trained once, in the uninterrupted order, and the final
+    weights equal the uninterrupted run's bit for bit (augmentation on)."""
+    root = make_synthetic_dataset(tmp_path / "data", num_train=12, num_val=2, num_test=1, size=32, seed=0)
+
+    def run(name: str, stop_after: int | None, trained: list[int]) -> None:
+        config = quick_config(root, tmp_path / "runs", name, "model.name=enet", "model.encoder=null",
+                              "trainer.max_epochs=3", "data.batch_size=3", f"data.num_workers={workers}",
+                              "trainer.checkpoint_every_steps=1", "trainer.seed=7", "data.val_split=null",
+                              "data.augment=medium")
+        callbacks = [_StopAfter(stop_after if stop_after is not None else -1, trained)]
+        try:
+            train(config, callbacks)
+        except _Killed:
+            pass
+
+    straight: list[int] = []
+    run("straight", None, straight)
+    resumed: list[int] = []
+    for stop_after in (2, 5, 9, None):
+        run("killed", stop_after, resumed)
+    assert straight == resumed == list(range(1, 13))  # each optimizer step once: nothing repeated, nothing skipped
+    a = torch.load(tmp_path / "runs/straight/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "runs/killed/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 12
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key

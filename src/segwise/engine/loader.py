@@ -1,16 +1,17 @@
 """Training data order that is a pure function of (seed, epoch, rank), so an interrupted run resumes exactly.
 
-Lightning saves `state_dict()` of a loader that has one and calls `load_state_dict()` before the loader's
-iterator is created on restart; we use that to skip the batches the killed run had already trained on.
+The position in the epoch (epoch, batches trained) is saved and restored by the data module
+(`SegmentationDataModule.state_dict`), not by the loader: Lightning builds the training loader once before it
+restores a checkpoint (to count the steps of the LR schedule) and never hands a loader's own state back after
+that, while a data module's state is restored before any loader is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -24,6 +25,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Start `epoch`; a mid-epoch skip (set by `resume_at`) lasts only for its own epoch."""
         if epoch != self.epoch:
             self.skip = 0
         self.epoch = epoch
@@ -39,23 +41,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
         per_rank = len(self)
         order += order[: per_rank * self.world_size - self.size]  # pad so every rank gets as many samples
         mine = order[self.rank :: self.world_size]
-        start, self.skip = self.skip, 0
-        return iter([(self.epoch, i) for i in mine[start:]])
+        # `skip` lasts for the whole epoch, not one iter(): Lightning creates the iterator of a restored loader
+        # twice (once in setup_data, again when the epoch loop starts), and both must start after the trained
+        # batches. It is cleared when the next epoch is set.
+        return iter([(self.epoch, i) for i in mine[self.skip:]])
 
-
-class ResumableLoader(DataLoader):
-    """A DataLoader over an EpochSampler whose state is (epoch, batches already trained this epoch)."""
-
-    def __init__(self, dataset: Any, sampler: EpochSampler, batches_done: Callable[[], int], **kwargs: Any) -> None:
-        super().__init__(dataset, sampler=sampler, **kwargs)
-        self.batches_done = batches_done
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches_done": int(self.batches_done())}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state["batches_done"] >= len(self):  # saved on the epoch's last batch: resume at the next epoch
-            self.sampler.set_epoch(state["epoch"] + 1)
+    def resume_at(self, epoch: int, batches_done: int, batch_size: int) -> None:
+        """Continue after `batches_done` batches of `epoch` (the next epoch when that one was complete)."""
+        if batches_done * batch_size >= len(self):
+            self.set_epoch(epoch + 1)
             return
-        self.sampler.set_epoch(state["epoch"])
-        self.sampler.skip = state["batches_done"] * (self.batch_size or 1)
+        self.set_epoch(epoch)
+        self.skip = batches_done * batch_size

@@ -86,6 +86,16 @@ class SegwiseTask(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "segwise" in checkpoint:
             _set_rng_state(checkpoint["segwise"]["rng"])
+        self._adopt_loader_state(checkpoint)
+
+    def _adopt_loader_state(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before segwise kept the data position in its data module held it in the training
+        loader, which Lightning would now refuse; hand it to the data module (restored right after this hook)."""
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        states = fit_loop.pop("combined_loader", None)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if states and datamodule is not None:
+            checkpoint.setdefault(type(datamodule).__qualname__, states[0])
 
 
 class SegmentationTask(SegwiseTask):

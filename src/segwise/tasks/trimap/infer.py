@@ -140,7 +140,7 @@ def evaluate(model_path: Path, datasets: Sequence[Path], out_dir: Path | None = 
     if len(found) != len(datasets):
         raise ConfigError(f"data sets must have distinct folder names, got {[str(d) for d in datasets]}")
     out_dir = ensure_writable_dir(out_dir or Path(model_path if Path(model_path).is_dir() else
-                                                  Path(model_path).parent) / "trimap_eval")
+                                                  Path(model_path).parent) / "eval")
     results = {name: evaluate_dataset(predictor, samples, size=size, band=band, prompt_threshold=prompt_threshold,
                                       averaging=averaging, matte=matte,
                                       save_dir=out_dir / name if save else None)

@@ -1,0 +1,261 @@
+"""The command line's one vocabulary: every flag that more than one subcommand takes is declared here, once.
+
+A flag means the same thing wherever it appears (`--device` is always a torch device, `--save` always takes output
+kinds, `--rle-class` always names the run-length encoded class), and flags that set config keys go through one
+table, `CONFIG_KEYS`. Nothing here imports torch: config errors come before any heavy import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from segwise.errors import ConfigError
+
+# flag destination → dotted config key; everything else is reachable with --config FILE and --set key=value
+CONFIG_KEYS: dict[str, str] = {
+    "model": "model.name", "encoder": "model.encoder", "encoder_weights": "model.encoder_weights",
+    "vit_size": "model.args.size", "segment_model": "segment.model", "loss": "loss.name",
+    "format": "data.format", "image_size": "data.image_size", "crop_size": "data.crop_size",
+    "classes": "data.class_names", "num_classes": "data.num_classes", "class_list": "data.class_values",
+    "max_mask_val": "data.max_mask_value", "add_dirs": "data.extra_channels", "augment": "data.augment",
+    "val_dir": "data.val_split", "add_val_dirs": "data.extra_val_splits", "adv_freq": "data.extra_val_every",
+    "categories": "data.categories", "max_per_category": "data.max_per_category", "canvas": "data.canvas",
+    "batch": "data.batch_size", "workers": "data.num_workers", "lr": "optimizer.lr", "epochs": "trainer.max_epochs",
+    "steps": "trainer.max_steps", "accelerator": "trainer.accelerator", "devices": "trainer.devices",
+    "precision": "trainer.precision", "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir",
+}
+SAVE_KINDS = ("index", "color", "overlay", "probs")
+DEVICE = re.compile(r"(cpu|mps|cuda(:\d+)?)")
+
+
+class ListAction(argparse.Action):
+    """`--add-dirs nir dsm`, `--add-dirs nir,dsm` and `--add-dirs "nir dsm"` all give ['nir', 'dsm']."""
+
+    def __init__(self, *args: Any, cast: type = str, **kwargs: Any) -> None:
+        self.cast = cast
+        super().__init__(*args, nargs="+", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        words = [w for value in values for w in value.replace(",", " ").split()]
+        try:
+            setattr(namespace, self.dest, [self.cast(w) for w in words])
+        except ValueError:
+            parser.error(f"{option_string}: expected {self.cast.__name__} values, got {' '.join(values)!r}")
+
+
+class LazyChoices:
+    """Choices read from a table only when a value is checked or help is printed, so that building the parser
+    imports nothing heavy (the reader table's package imports torch)."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        self.load = load
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.load()))
+
+    def __contains__(self, value: object) -> bool:
+        return value in set(self.load())
+
+
+def size(text: str) -> list[int]:
+    """`512` → [512, 512]; `384x512` or `384,512` → [384, 512] (height, width)."""
+    values = [int(v) for v in text.replace("x", " ").replace(",", " ").split()]
+    return values * 2 if len(values) == 1 else values
+
+
+def device(text: str) -> str:
+    """A torch device string, the one meaning of `--device` in every subcommand."""
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device: use cpu, cuda, cuda:N or mps (training "
+                                         "takes the device kind, e.g. gpu, as --accelerator)")
+    return text
+
+
+def _reader_names() -> Iterable[str]:
+    from segwise.data.readers import READERS
+
+    return READERS
+
+
+# ---- flag groups ------------------------------------------------------------------------------------------------
+def add_device_flag(parser: Any, default_text: str = "CUDA when available") -> None:
+    parser.add_argument("--device", type=device, help=f"torch device: cpu, cuda, cuda:1, mps (default: {default_text})")
+
+
+def add_format_flag(parser: Any, default: str | None = None) -> None:
+    """`--format`: the data-set layout, a key of `segwise.data.readers.READERS` (config key data.format)."""
+    where = f"default {default}" if default else "default: data.format of the config, else folder"
+    parser.add_argument("--format", choices=LazyChoices(_reader_names), default=default, metavar="FORMAT",
+                        help=f"data-set layout: %(choices)s ({where}); isaid reads iSAID's colour masks")
+
+
+def add_config_flags(group: Any, sections: str, example: str) -> None:
+    group.add_argument("--config", type=Path, help=f"YAML config file ({sections})")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"override any config key, e.g. --set {example} (repeatable)")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """Layout, classes and channels of a pixel data set, plus the config file: train, data check, data tile."""
+    group = parser.add_argument_group("data layout, classes and channels")
+    add_format_flag(group)
+    group.add_argument("--classes", action=ListAction, help="class names (sets the class count)")
+    group.add_argument("--num-classes", type=int, help="number of classes (default: from names, values or masks)")
+    group.add_argument("--class-list", action=ListAction, cast=int,
+                       help="raw mask value of each class, e.g. 0 100 200 (as the smp trainer's --class-list)")
+    group.add_argument("--max-mask-val", type=int,
+                       help="classes are mask values 0..M (as the smp trainer's --max-mask-val)")
+    group.add_argument("--add-dirs", action=ListAction,
+                       help="extra single-channel folders beside images/, e.g. nir dsm")
+    add_config_flags(group, "sections data, model, loss, ...", "loss.name='ce + 0.5*dice'")
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Length, batch, LR, loaders, hardware and run name: the flags every training command shares."""
+    g = parser.add_argument_group("optimisation, hardware and run")
+    g.add_argument("-b", "--batch", type=int, help="batch size")
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("-e", "--epochs", type=int, help="number of epochs")
+    g.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
+    g.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
+    hardware = g.add_mutually_exclusive_group()
+    hardware.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="device kind")
+    add_device_flag(hardware, "--accelerator auto")
+    hardware.add_argument("--cpu", action="store_true", help="same as --device cpu")
+    g.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
+    g.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="numeric precision")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
+    g.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
+    g.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
+
+
+def add_mode_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("inference mode", "whole image (default) or sliding windows, optionally with "
+                                  "test-time augmentation; probabilities are averaged")
+    g.add_argument("--mode", choices=["whole", "slide"], default="whole",
+                   help="whole: the full image in one pass (padded to the model's stride); slide: windows")
+    g.add_argument("--window", type=size, metavar="H[xW]", help="slide: window size, e.g. 512 or 512x768 (default 512)")
+    g.add_argument("--stride", type=size, metavar="H[xW]", help="slide: step between windows (instead of --overlap)")
+    g.add_argument("--overlap", type=float,
+                   help="slide: overlap of neighbouring windows, a fraction in [0, 1) (default 0.25)")
+    g.add_argument("--window-batch", type=int, default=4, metavar="N",
+                   help="slide: windows per forward pass (default 4)")
+    g.add_argument("--blend", choices=["constant", "gaussian"], default="constant",
+                   help="slide: weight of each window's pixels: equal, or Gaussian (sigma = window/8) "
+                        "favouring centres")
+    g.add_argument("--scales", action=ListAction, cast=float, metavar="S",
+                   help="test-time augmentation: image scales, e.g. 0.75 1.0 1.25")
+    g.add_argument("--flip", choices=["h", "v", "hv"], help="test-time augmentation: add horizontal/vertical mirrors")
+
+
+def add_raster_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("large rasters", "TIFF/GeoTIFF inputs, and PNG/JPEG inputs over --max-pixels, are "
+                                  "streamed window by window (sliding windows, 1024 px unless --mode slide sets "
+                                  "them) into OUT/<name>.tif, a class raster keeping the input's CRS, transform and "
+                                  "nodata; memory is bounded by the window rows, not the image")
+    g.add_argument("--max-pixels", type=int, metavar="N",
+                   help="stream PNG/JPEG inputs with more than N pixels too (default: 100 million)")
+    g.add_argument("--probs", choices=["uint8", "float16"],
+                   help="also write OUT/<name>_probs.tif, one band per class: uint8 (p x 255) or float16")
+    g.add_argument("--confidence", action="store_true",
+                   help="also write OUT/<name>_confidence.tif (max p x 255, uint8)")
+    g.add_argument("--color", action="store_true", help="also write OUT/<name>_color.tif (RGB, the class palette)")
+    g.add_argument("--overwrite", action="store_true", help="replace raster outputs that already exist")
+
+
+def add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ensemble (put these after the positional arguments)")
+    group.add_argument("--ensemble", nargs="+", type=Path, default=[], metavar="RUN",
+                       help="more runs/checkpoints combined with MODEL; they must share its classes and bands")
+    group.add_argument("--ensemble-method", choices=["mean", "weighted", "vote", "floor_mean"],
+                       help="mean of probabilities (default), weighted mean (default with weights), majority vote of "
+                            "labels (ties: lowest class), or pytorch-segmentation's floored mean of label maps")
+    group.add_argument("--ensemble-weights", action=ListAction, cast=float, metavar="W",
+                       help="one weight per model, MODEL first (weighted mean, or weighted votes)")
+
+
+class _SaveAction(argparse.Action):
+    """`--save KIND ...`; `--save` alone gives the command's `bare` kinds."""
+
+    def __init__(self, *args: Any, bare: Sequence[str] = (), **kwargs: Any) -> None:
+        self.bare = list(bare)
+        super().__init__(*args, nargs="*", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, list(values) or self.bare)
+
+
+def add_save_flag(parser: argparse.ArgumentParser, kinds: Sequence[str], default: Sequence[str], text: str,
+                  bare: Sequence[str] = (), aliases: dict[str, str] | None = None) -> None:
+    """`--save KIND ...`, the outputs to write, in every command that writes predictions; `aliases` are old
+    single-kind flags (e.g. `--overlay` = `--save overlay`) that still work. Read the choice with `saved_kinds`."""
+    parser.add_argument("--save", action=_SaveAction, choices=kinds, default=list(default), bare=bare,
+                        metavar="KIND", help=f"{text}; kinds: {', '.join(kinds)}")
+    for flag, kind in (aliases or {}).items():
+        parser.add_argument(flag, dest="save_also", action="append_const", const=kind, default=[],
+                            help=f"same as --save {kind} (the older spelling)")
+
+
+def saved_kinds(args: argparse.Namespace) -> set[str]:
+    return set(args.save) | set(getattr(args, "save_also", []))
+
+
+def add_rle_class_flag(parser: argparse.ArgumentParser, text: str, *aliases: str) -> None:
+    parser.add_argument("--rle-class", *aliases, dest="rle_class", type=int, metavar="K", help=text)
+
+
+# ---- what the flags give ------------------------------------------------------------------------------------------
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys set by the flags a command has (see `CONFIG_KEYS`), with `--cpu`, `--device` and
+    `--no-resume` translated into trainer/run keys."""
+    flags = {key: getattr(args, dest) for dest, key in CONFIG_KEYS.items() if getattr(args, dest, None) is not None}
+    if getattr(args, "cpu", False):
+        flags["trainer.accelerator"] = "cpu"
+    if getattr(args, "device", None):
+        flags.update(_device_keys(args.device, getattr(args, "devices", None)))
+    if getattr(args, "no_resume", False):
+        flags["run.resume"] = False
+    return flags
+
+
+def _device_keys(name: str, devices: int | None) -> dict[str, Any]:
+    """`--device cuda:1` → accelerator cuda on device index 1 (Lightning's "1,"); cpu, cuda and mps → the kind."""
+    kind, _, index = name.partition(":")
+    if not index:
+        return {"trainer.accelerator": kind}
+    if devices is not None:
+        raise ConfigError(f"--device {name} names one device; for {devices} devices use --accelerator {kind} "
+                          f"--devices {devices} (and CUDA_VISIBLE_DEVICES to choose them)")
+    return {"trainer.accelerator": kind, "trainer.devices": f"{index},"}
+
+
+def load_args_config(args: argparse.Namespace, root: Path, schema: type | None = None) -> Any:
+    """Defaults ← --config ← flags ← --set, validated, with `root` as data.root (config errors come before any
+    heavy import)."""
+    from segwise.config import Config, load_config
+
+    return load_config(args.config, args.overrides, {**config_flags(args), "data.root": str(root)},
+                       schema=schema or Config)
+
+
+def inference_mode(args: argparse.Namespace) -> Any:
+    """The inference mode the mode flags ask for (option errors come before any model or data is read)."""
+    from segwise.inference.modes import build_mode
+
+    return build_mode(args.mode, window=args.window, stride=args.stride, overlap=args.overlap,
+                      window_batch=args.window_batch, blend=args.blend, scales=args.scales, flip=args.flip)
+
+
+def print_run_summary(run_dir: Path) -> None:
+    """Where a training command left its run (every training command ends with these lines)."""
+    print(f"\nrun directory : {run_dir}")
+    print(f"model         : {run_dir / 'model.safetensors'} (+ model.yaml)")
+    print(f"checkpoints   : {run_dir / 'checkpoints'}")
+    print(f"tensorboard   : tensorboard --logdir {run_dir / 'tensorboard'}")

@@ -1,0 +1,102 @@
+"""`segwise rle|export|convert`: format tools shared by the tasks: run-length masks, ONNX export, and checkpoints
+of other code bases."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from segwise.cli import flags
+from segwise.errors import SegwiseError
+
+
+def register(sub: Any) -> None:
+    """Add rle, export and convert to the `segwise` subcommands."""
+    _rle_parser(sub)
+    _export_parser(sub)
+    _convert_parser(sub)
+
+
+def _rle_parser(sub: Any) -> None:
+    p = sub.add_parser("rle", help="run-length encoded masks: encode PNG masks into a name<TAB>rle CSV, decode back")
+    rsub = p.add_subparsers(dest="rle_command", required=True)
+    encode = rsub.add_parser("encode", help="write a name<TAB>rle CSV (TianChi / pytorch-segmentation column-major "
+                                            "RLE) of index masks")
+    encode.add_argument("masks", type=Path, help="mask file or folder of masks (PNG/TIF)")
+    encode.add_argument("-o", "--out", type=Path, required=True, help="CSV file to write")
+    flags.add_rle_class_flag(encode, "class to encode (default: every non-zero value is foreground)", "--class")
+    encode.set_defaults(handler=cmd_rle_encode)
+    decode = rsub.add_parser("decode", help="write one PNG mask per CSV row (TianChi / pytorch-segmentation "
+                                            "column-major RLE)")
+    decode.add_argument("csv", type=Path, help="name<TAB>rle file without header")
+    decode.add_argument("--shape", type=flags.size, required=True, help="mask size H x W, e.g. 512x512 or 512")
+    decode.add_argument("-o", "--out", type=Path, required=True, help="output folder for <name stem>.png")
+    decode.add_argument("--value", type=int, default=255, choices=[1, 255],
+                        help="pixel value of the foreground (255, as pytorch-segmentation's png2rle reads, or 1)")
+    decode.set_defaults(handler=cmd_rle_decode)
+
+
+def cmd_rle_encode(args: argparse.Namespace) -> None:
+    from segwise.inference.rle import encode_rle_csv
+
+    print(f"run-length encoded masks written to {encode_rle_csv(args.masks, args.out, args.rle_class)}")
+
+
+def cmd_rle_decode(args: argparse.Namespace) -> None:
+    if len(args.shape) != 2:
+        raise SegwiseError(f"--shape takes H x W (e.g. 512x512), got {args.shape}")
+    from segwise.inference.rle import decode_rle_csv
+
+    written = decode_rle_csv(args.csv, args.shape, args.out, value=args.value)
+    print(f"decoded {len(written)} mask(s) from {args.csv} into {args.out}")
+
+
+def _export_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a trained model to ONNX and check it against torch with onnxruntime",
+                       description="The graph takes the normalised float32 N x C x H x W image (H, W multiples of "
+                                   "the model's input stride) and returns N x K x H x W logits; the file's "
+                                   "metadata holds mean, std, image size, class names and the stride. The file is "
+                                   "written only when onnxruntime matches torch on random inputs.")
+    p.add_argument("model", type=Path, help="run directory, model.yaml/model.safetensors or .ckpt file")
+    p.add_argument("-o", "--out", type=Path, required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's, 20 for the dynamo one)")
+    p.add_argument("--size", type=flags.size, metavar="H[xW]",
+                   help="example input size, e.g. 512 or 384x512 (default: the training image size, else 256 "
+                        "rounded up to the input stride)")
+    p.add_argument("--static", action="store_true", help="fix batch 1 and --size in the graph (default: dynamic "
+                                                          "batch, height and width)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch parity check")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="parity tolerance on the logits, times max(1, largest |logit|) (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    if args.size is not None and len(args.size) != 2:
+        raise SegwiseError(f"--size takes H or H x W (e.g. 512 or 384x512), got {args.size}")
+    from segwise.export import export_onnx
+
+    height, width = args.size or (None, None)
+    report = export_onnx(args.model, args.out, opset=args.opset, height=height, width=width,
+                         dynamic=not args.static, check=not args.no_check, atol=args.atol, overwrite=args.overwrite)
+    print(report.summary())
+
+
+def _convert_parser(sub: Any) -> None:
+    p = sub.add_parser("convert", help="import official checkpoints of other code bases as segwise models")
+    csub = p.add_subparsers(dest="convert_command", required=True)
+    fs = csub.add_parser("factseg", help="official FactSeg .pth (Junjue-Wang/FactSeg) → model.safetensors/model.yaml")
+    fs.add_argument("checkpoint", type=Path, help="official FactSeg checkpoint (.pth), read with weights_only")
+    fs.add_argument("out", type=Path, help="output folder, usable as MODEL by eval/predict")
+    fs.add_argument("--classes", action=flags.ListAction, help="class names (default: iSAID's 16 for 16 classes)")
+    fs.set_defaults(handler=cmd_convert_factseg)
+
+
+def cmd_convert_factseg(args: argparse.Namespace) -> None:
+    from segwise.convert.factseg import convert_official_checkpoint
+
+    out = convert_official_checkpoint(args.checkpoint, args.out, args.classes)
+    print(f"converted {args.checkpoint} into {out}/model.safetensors and model.yaml")
+

@@ -1,0 +1,95 @@
+"""`segwise trimap train|predict|eval`: trimap segmentation for matting with the mask-prompted ViT."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from segwise.cli import flags
+
+TRIMAP_KINDS = ("index", "overlay")  # index: the 0/128/255 trimap PNG
+
+
+def register(sub: Any) -> None:
+    """Add `trimap` and its subcommands to the `segwise` subcommands."""
+    p = sub.add_parser("trimap", help="trimap segmentation for matting (the trimap ViT): train, predict, eval")
+    tsub = p.add_subparsers(dest="trimap_command", required=True)
+    _train_parser(tsub)
+    predict = _inference_parser(tsub, "predict", "write 0/128/255 trimap PNGs for INPUT/{original,mask}", None)
+    predict.add_argument("-o", "--out", type=Path, required=True, help="output folder for <name>.png")
+    flags.add_save_flag(predict, TRIMAP_KINDS, ["index"], "outputs to write; index (OUT/<name>.png) is always "
+                        "written, overlay goes to OUT/overlay/<name>.png", aliases={"--overlay": "overlay"})
+    predict.set_defaults(handler=cmd_predict)
+
+    evaluate = _inference_parser(tsub, "eval", "BG/Unknown/FG IoU per data set (several data sets in one call)", "+")
+    evaluate.add_argument("-o", "--out", type=Path, help="output folder (default RUN/eval)")
+    flags.add_save_flag(evaluate, ("index",), (), "also write the predicted trimaps into OUT/<data set>/; "
+                        "--save alone: index", bare=["index"])
+    evaluate.add_argument("--trimap-dir", help="GT trimap folder in each data set (default trimap/ if present, "
+                                               "else trimaps generated from the alpha)")
+    evaluate.add_argument("--band", type=int, default=0, help="without GT trimaps: widen the unknown band by N px")
+    evaluate.add_argument("--averaging", choices=["image", "per_row_reference"], default="image",
+                          help="per-image IoU (correct), or the trimap ViT's published per-row averaging (to "
+                               "compare numbers)")
+    evaluate.add_argument("--matte", nargs="?", const="cf", choices=["cf", "knn", "lkm", "rw", "sm", "lbdm"],
+                          help="solve alpha with pymatting (default closed-form) on each predicted trimap and "
+                               "report SAD / MSE / gradient error against the GT alpha")
+    evaluate.set_defaults(handler=cmd_eval)
+
+
+def _train_parser(tsub: Any) -> None:
+    train = tsub.add_parser("train", help="train a mask-prompted ViT on DATA_DIR/{train,val}/{original,mask[,trimap]}",
+                            description="The trimap ViT's recipe by default (trimap_vit, NFL + 0.1*DT, Adam 1e-4, "
+                                        "55 epochs); the model input is RGB + the prompt mask (alpha >= 30) as a "
+                                        "4th channel.")
+    train.add_argument("data_dir", type=Path, help="data set root holding train/ and val/ matting folders")
+    flags.add_config_flags(train, "e.g. configs/trimap_vit_base.yaml", "model.args.window_size=16")
+    train.add_argument("--vit-size", "--size", dest="vit_size", choices=["tiny", "small", "base", "large", "huge"],
+                       help="ViT size (model.args.size)")
+    train.add_argument("--encoder-weights", "--weights", dest="encoder_weights",
+                       help="local MAE/timm ViT weights (.pth/.safetensors)")
+    flags.add_run_flags(train)
+    train.set_defaults(handler=cmd_train)
+
+
+def _inference_parser(tsub: Any, name: str, text: str, nargs: str | None) -> argparse.ArgumentParser:
+    """The flags trimap predict and eval share: model, matting folders, input size, prompt, device and mode."""
+    q = tsub.add_parser(name, help=text)
+    q.add_argument("model", type=Path, help="run directory, model.yaml/model.safetensors or .ckpt file")
+    q.add_argument("inputs", type=Path, nargs=nargs,
+                   help="matting folder(s) with original/ (or images/) and mask/ (or alpha/) prompts")
+    q.add_argument("--input-size", type=int, help="longest side fed to the model (default: its img_size)")
+    q.add_argument("--prompt-threshold", type=int, default=30, help="prompt mask = mask/alpha >= this")
+    flags.add_device_flag(q)
+    flags.add_mode_flags(q)
+    return q
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from segwise.tasks.trimap.config import TrimapConfig
+
+    config = flags.load_args_config(args, args.data_dir, TrimapConfig)
+
+    from segwise.tasks.trimap.train import train
+
+    flags.print_run_summary(train(config))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    mode = flags.inference_mode(args)
+    from segwise.tasks.trimap.infer import predict
+
+    written = predict(args.model, args.inputs, args.out, overlay_images="overlay" in flags.saved_kinds(args),
+                      size=args.input_size, prompt_threshold=args.prompt_threshold, device=args.device, mode=mode)
+    print(f"wrote {len(written)} trimap(s) into {args.out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    mode = flags.inference_mode(args)
+    from segwise.tasks.trimap.infer import evaluate, format_results
+
+    results = evaluate(args.model, args.inputs, args.out, size=args.input_size, trimap_dir=args.trimap_dir,
+                       band=args.band, prompt_threshold=args.prompt_threshold, averaging=args.averaging,
+                       matte=args.matte, save="index" in flags.saved_kinds(args), device=args.device, mode=mode)
+    print(format_results(results))

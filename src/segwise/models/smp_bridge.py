@@ -82,7 +82,20 @@ def _build(arch: str, in_channels: int, classes: int, encoder: str | None = None
     stride = _arch_input_stride(arch, model)
     if stride is not None:
         model.input_stride = stride  # read by segwise.models.input_stride (inference pads inputs to a multiple of it)
+    if arch == "dpt":
+        freeze_unused_vit_head(model)
     return model
+
+
+def freeze_unused_vit_head(model: nn.Module) -> None:
+    """smp's DPT reads intermediate ViT tokens only: the ViT's final norm and classifier head never see a gradient.
+    Frozen, they cost no optimizer state and DDP needs no `find_unused_parameters`; they stay in the state dict so
+    DPT model files keep their keys."""
+    vit = model.encoder.model
+    for name in ("norm", "fc_norm", "head"):
+        module = getattr(vit, name, None)
+        if isinstance(module, nn.Module):
+            module.requires_grad_(False)
 
 
 def _arch_input_stride(arch: str, model: nn.Module) -> int | None:

@@ -56,7 +56,11 @@ class SimpleFPN(nn.Module):
         self.channels = (c4, c2, c1, c05)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.x4(x), self.x2(x), self.x1(x), self.x05(x)]
+        # A one-token-wide grid (a one-patch input) has no 2×2 window: replicate the token so the coarsest level
+        # exists; grids of 2 and more are untouched.
+        height, width = x.shape[-2:]
+        coarse = F.pad(x, (0, int(width < 2), 0, int(height < 2)), mode="replicate") if min(height, width) < 2 else x
+        return [self.x4(x), self.x2(x), self.x1(x), self.x05(coarse)]
 
 
 class MLPHead(nn.Module):

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.encoders import get_encoder
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 
 from segwise.errors import ModelError
 from segwise.models.registry import register_model
-from segwise.models.smp_bridge import load_local_encoder_weights
+from segwise.models.smp_bridge import build_encoder, load_encoder_weights
 
 INPUT_STRIDE = 32
 
@@ -60,19 +58,6 @@ def collaborative_log_probs(sr_logits: Tensor, fa_logits: Tensor) -> Tensor:
     return joint - joint.logsumexp(dim=1, keepdim=True)
 
 
-def _build_encoder(name: str, in_channels: int, weights: str | None) -> nn.Module:
-    """An smp (or `tu-` timm) encoder of depth 5; weights: None, a weights name (may download) or a local file."""
-    local = Path(weights) if weights and Path(weights).is_file() else None
-    try:
-        return get_encoder(name, in_channels=in_channels, depth=5, weights=None if local else weights)
-    except KeyError as exc:
-        raise ModelError(f"model.encoder={name!r} / encoder_weights={weights!r} unknown to smp ({exc}); run "
-                         "`segwise models` for encoder names, or use 'tu-<timm model>'") from None
-    except OSError as exc:
-        raise ModelError(f"model.encoder_weights={weights!r} for encoder {name!r} could not be downloaded "
-                         f"({type(exc).__name__}); use null or a local .pth/.safetensors file") from None
-
-
 class FactSeg(nn.Module):
     """ResNet-style encoder → two FPNs → two asymmetric decoders → SR head (K classes) and FA head (1 logit)."""
 
@@ -84,9 +69,8 @@ class FactSeg(nn.Module):
         if classes < 2:
             raise ModelError(f"factseg needs classes >= 2 (class 0 = background), got {classes}")
         encoder = encoder or "resnet50"
-        self.encoder = _build_encoder(encoder, in_channels, encoder_weights)
-        if encoder_weights and Path(encoder_weights).is_file():
-            load_local_encoder_weights(self, Path(encoder_weights))
+        self.encoder = build_encoder(encoder, in_channels, encoder_weights)
+        load_encoder_weights(self, encoder_weights)
         levels = list(self.encoder.out_channels[-4:])
         self.sr_fpn = FeaturePyramidNetwork(levels, fpn_channels)
         self.fa_fpn = FeaturePyramidNetwork(levels, fpn_channels)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import ResNet
 
 from segwise.errors import ModelError
-from segwise.models.classic.backbone import build_encoder, load_encoder_weights
+from segwise.models.smp_bridge import build_encoder, load_encoder_weights
 from segwise.models.registry import register_model
 
 OUTPUT_STRIDE = 8

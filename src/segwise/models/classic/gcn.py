@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segwise.errors import ModelError
-from segwise.models.classic.backbone import build_encoder, load_encoder_weights
+from segwise.models.smp_bridge import build_encoder, load_encoder_weights
 from segwise.models.registry import register_model
 
 INPUT_STRIDE = 32

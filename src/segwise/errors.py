@@ -23,3 +23,7 @@ class CheckpointError(SegwiseError):
 
 class TrainingError(SegwiseError):
     """Training had to stop (for example on a non-finite loss)."""
+
+
+class Interrupted(SegwiseError):
+    """The user stopped the command (Ctrl-C); what was finished is kept (for training: a checkpoint to resume)."""

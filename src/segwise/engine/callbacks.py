@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +13,83 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from segwise.models.spec import save_model
+from segwise.errors import CheckpointError
 from segwise.io_utils import atomic_write
+from segwise.models.spec import save_model
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each .ckpt to a temporary file and rename it, so a kill never leaves a truncated checkpoint."""
+    """Checkpoints written atomically (a kill never leaves a truncated one) and read without executing pickled code
+    (`weights_only=True`, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says: it only overrides an unset argument)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        try:
+            atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        except RuntimeError as exc:  # torch's C++ writer reports a full disk as "file write failed"
+            free = shutil.disk_usage(Path(path).parent).free
+            raise CheckpointError(f"cannot write checkpoint {path}: the disk is full ({free // 2**20} MiB free; "
+                                  f"{str(exc).splitlines()[0][:120]}); free some space and run the same command to "
+                                  "resume from the previous checkpoint, which was kept") from None
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> Any:
+        return read_checkpoint(Path(path), map_location or "cpu")
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict, read with `weights_only=True`; a damaged or foreign file is one clear
+    error naming it."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as exc:  # truncated, empty, garbage or a pickle holding code: all refused the same way
+        raise CheckpointError(f"{path} is damaged or not a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); move it away to "
+                              "restart the run from its previous checkpoint or from scratch") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict); move it away to restart the run")
+    return checkpoint
+
+
+class StopRequested(Exception):
+    """Raised by `GracefulInterrupt` once the checkpoint of the finished batch is written."""
+
+
+class GracefulInterrupt(L.Callback):
+    """Ctrl-C during training finishes the current batch, saves `last.ckpt` there and stops; a second Ctrl-C stops
+    at once. (Python raises KeyboardInterrupt between any two bytecodes, e.g. halfway through an optimizer step,
+    so the first one is only noted and acted on at the batch boundary.)"""
+
+    def __init__(self, last: Path) -> None:
+        self.last = last
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous: Any = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def on_train_start(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._note)
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, *args: Any) -> None:
+        if self.requested:
+            # Saved here, mid-epoch, like ModelCheckpoint's step checkpoints, and left by raising: a stop through
+            # `trainer.should_stop` would end the epoch, and its epoch-end checkpoint would mark it as finished.
+            trainer.save_checkpoint(self.last)
+            self.stopped_at = trainer.global_step
+            raise StopRequested
+
+    def on_train_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, task: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class ExportBestModel(L.Callback):

@@ -16,6 +16,7 @@ import lightning as L
 import yaml
 
 from segwise.config import RunConfig, save_config
+from segwise.engine.callbacks import read_checkpoint
 from segwise.engine.optim import optimizer_class
 from segwise.errors import CheckpointError
 from segwise.io_utils import ensure_writable_dir
@@ -65,6 +66,34 @@ def check_resumable(run_dir: Path, spec: ModelSpec, keys: Sequence[str] = PIXEL_
                 f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
 
 
+RESUME_SETTINGS = ("optimizer.name", "optimizer.backbone_lr_factor", "scheduler.name")
+"""Settings a run cannot change when it resumes: the saved optimizer and scheduler state only fit the same ones."""
+
+
+def _setting(config: dict[str, Any], dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return config.get(section, {}).get(key)
+
+
+def check_resume_settings(checkpoint_path: Path, config: Any) -> None:
+    """Refuse, in one message naming the setting, to resume `checkpoint_path` with another optimizer, backbone LR
+    factor (another number of parameter groups) or scheduler; also refuses a damaged checkpoint before any work."""
+    stored = read_checkpoint(checkpoint_path, mmap=True).get("segwise", {}).get("config")
+    if not isinstance(stored, dict):
+        return  # a checkpoint from before segwise stored its config: nothing to compare
+    current = config.to_dict()
+    for dotted in RESUME_SETTINGS:
+        before, now = _setting(stored, dotted), _setting(current, dotted)
+        if dotted == "optimizer.backbone_lr_factor":  # only one group or two matters to the saved state
+            before, now = (before not in (None, 1, 1.0)), (now not in (None, 1, 1.0))
+        if before != now:
+            raise CheckpointError(
+                f"{checkpoint_path.parent.parent} was trained with {dotted}={_setting(stored, dotted)!r} but the "
+                f"config now gives {_setting(current, dotted)!r}; a resumed run continues its saved optimizer and "
+                f"scheduler state, which fits only the same settings. Restore {dotted}, or start a new run with "
+                "another --name (e.g. to fine-tune from this run's model.safetensors)")
+
+
 def check_names(config: Any, tasks: tuple[str, ...]) -> None:
     """Fail on a misspelt model, a model of another task, a bad loss or optimizer before any data is read."""
     model_entry(config.model.name, tasks)
@@ -79,6 +108,8 @@ def open_run(config: Any, spec_for: Callable[[Path], ModelSpec], *name_parts: st
     store data statistics in the directory); the config is saved and every RNG seeded before training."""
     directory = run_directory(config.run, *name_parts)
     resume_from = last_checkpoint(directory, config.run)
+    if resume_from is not None:
+        check_resume_settings(resume_from, config)
     ensure_writable_dir(directory)
     spec = spec_for(directory)
     check_resumable(directory, spec, resume_keys)

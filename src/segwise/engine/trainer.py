@@ -13,10 +13,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import Dataset
 
 from segwise.config import TrainerConfig
-from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel
+from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel, GracefulInterrupt, StopRequested
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
 from segwise.engine.run import Run
+from segwise.errors import Interrupted
 from segwise.models import create_model, input_stride
 
 
@@ -32,8 +33,10 @@ def build_callbacks(t: TrainerConfig, run_dir: Path, has_val: bool) -> list[L.Ca
     monitor = t.monitor if has_val else None
     ckpt_dir = run_dir / "checkpoints"
     callbacks: list[L.Callback] = [
+        # No version counter: a resumed run whose checkpoint cadence changed must still overwrite last.ckpt, not
+        # write last-v1.ckpt beside it (the next resume would reload the stale last.ckpt).
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
-                        every_n_train_steps=t.checkpoint_every_steps),
+                        every_n_train_steps=t.checkpoint_every_steps, enable_version_counter=False),
         ExportBestModel(run_dir, monitor, t.monitor_mode),
         LearningRateMonitor(logging_interval="step"),
     ]
@@ -85,11 +88,18 @@ def build_trainer(t: TrainerConfig, run_dir: Path, has_val: bool,
 def fit(trainer_config: TrainerConfig, run: Run, task: L.LightningModule, datamodule: L.LightningDataModule,
         has_val: bool, callbacks: Sequence[L.Callback] = ()) -> Path:
     """Train `task` in the opened `run` (resuming when it has a checkpoint) and leave `last.ckpt` at the final step;
-    returns the run directory."""
-    trainer = build_trainer(trainer_config, run.directory, has_val=has_val, callbacks=callbacks)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=run.resume_from)
+    returns the run directory. Ctrl-C stops at the end of the current batch with `last.ckpt` saved there and
+    raises `Interrupted`."""
+    last = run.directory / "checkpoints" / "last.ckpt"
+    interrupt = GracefulInterrupt(last)
+    trainer = build_trainer(trainer_config, run.directory, has_val=has_val, callbacks=[*callbacks, interrupt])
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=run.resume_from)
+    except StopRequested:
+        raise Interrupted(f"stopped by Ctrl-C after step {interrupt.stopped_at}; {last} holds that step: run the "
+                          "same command to resume from it") from None
     if not trainer.interrupted:
-        trainer.save_checkpoint(run.directory / "checkpoints" / "last.ckpt", weights_only=False)
+        trainer.save_checkpoint(last, weights_only=False)
     return run.directory
 
 

@@ -3,6 +3,7 @@ and `segwise data check`'s description of a data set."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,17 +87,41 @@ def prepare_data(data: DataConfig) -> PreparedData:
     return PreparedData(train, vals, class_map, report, in_channels)
 
 
+def data_fingerprint(samples: list[Sample]) -> str:
+    """A cheap identity of a training split: names and byte sizes of every file (no pixel is read)."""
+    digest = hashlib.sha256()
+    for sample in sorted(samples, key=lambda s: s.name):
+        files = [sample.image, sample.mask, *sample.extras]
+        digest.update(repr([sample.name, *(Path(f).stat().st_size for f in files if f is not None)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _stored_stats(stats_file: Path) -> dict | None:
+    try:
+        stored = yaml.safe_load(stats_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # damaged: computed again
+    return stored if isinstance(stored, dict) and {"mean", "std"} <= set(stored) else None
+
+
 def dataset_stats(data: DataConfig, prepared: PreparedData, run_dir: Path) -> tuple[list[float], list[float]]:
-    """Mean/std: from the config, else from the run's stored statistics, else computed once and stored."""
+    """Mean/std: from the config, else from the run's stored statistics when they were computed from this training
+    split (or the run already trained with them), else computed once and stored with the split's fingerprint.
+
+    A start that failed before training leaves statistics of its data behind; a later run of the same name on
+    other data computes its own instead of normalising with them.
+    """
     if data.mean is not None:
         return list(data.mean), list(data.std)
     stats_file = run_dir / STATS_FILE
-    if stats_file.is_file():
-        stored = yaml.safe_load(stats_file.read_text())
-        return stored["mean"], stored["std"]
+    fingerprint = data_fingerprint(prepared.train)
+    stored = _stored_stats(stats_file) if stats_file.is_file() else None
+    trained = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    if stored is not None and (stored.get("data_fingerprint", fingerprint) == fingerprint or trained):
+        return stored["mean"], stored["std"]  # a resumed run keeps the normalisation its weights were trained with
     mean, std = compute_mean_std(prepared.train)
     stats = {"mean": [float(v) for v in mean], "std": [float(max(v, 1e-6)) for v in std],
-             "num_train": len(prepared.train), "in_channels": prepared.in_channels,
+             "data_fingerprint": fingerprint, "num_train": len(prepared.train), "in_channels": prepared.in_channels,
              "class_pixel_counts": [int(c) for c in prepared.report.class_pixel_counts] if prepared.report else None}
     atomic_write_text(stats_file, yaml.safe_dump(stats, sort_keys=False))
     return stats["mean"], stats["std"]

@@ -148,3 +148,21 @@ def test_open_run_writes_the_config_and_refuses_another_model_on_resume(tmp_path
     with pytest.raises(CheckpointError, match="--no-resume"):
         open_run(config.model_copy(update={"run": config.run.model_copy(update={"resume": False})}),
                  lambda directory: _spec())
+
+
+def test_masks_of_sparse_values_are_not_read_as_129_classes(tmp_path: Path):
+    """0/128/255 masks with no class options: refused with the values found and the --class-list that maps them."""
+    from segwise.errors import SegwiseError
+    from segwise.tasks.semantic.data import build_class_map, infer_num_classes
+
+    split = tmp_path / "train"
+    for index, values in enumerate(([0, 128], [128, 255])):
+        write_png(split / "images" / f"{index}.png", np.zeros((4, 4, 3), np.uint8))
+        write_png(split / "masks" / f"{index}.png", np.array([values * 2] * 4, np.uint8))
+    samples = find_split("folder", split)
+    with pytest.raises(SegwiseError, match=r"values 0, 128 .* 129 classes, 127 of them never seen.*--class-list 0 128"):
+        build_class_map(load_config(overrides=[f"data.root={tmp_path}"]).data, samples)
+    assert build_class_map(load_config(overrides=["data.class_values=[0, 128]"]).data, samples).num_classes == 2
+    write_png(split / "masks" / "1.png", np.array([[0, 1, 3, 255]] * 4, np.uint8))  # class 2 absent: still indices
+    write_png(split / "masks" / "0.png", np.zeros((4, 4), np.uint8))
+    assert infer_num_classes(find_split("folder", split), 255) == 4

@@ -36,18 +36,27 @@ def with_dataset_defaults(data: DataConfig) -> DataConfig:
 
 
 def infer_num_classes(samples: list[Sample], ignore_index: int) -> int:
-    """Largest index-mask value (other than ignore) + 1, for data sets that state no class list."""
-    largest = 1
+    """Largest index-mask value (other than ignore) + 1, for data sets that state no class list.
+
+    Masks whose values are mostly gaps (0/128/255 masks would give 129 classes, 127 never seen) are not index masks:
+    that is refused, naming the values found and the options that map them.
+    """
+    found: set[int] = set()
     for sample in samples:
         mask = read_mask(sample.mask)
         if mask.ndim == 3:
             raise DataError(f"{sample.mask}: RGB colour mask but no palette; set data.palette (one RGB colour per "
                             "class) so colours can be mapped to classes")
-        values = np.unique(mask)
-        values = values[values != ignore_index]
-        if values.size:
-            largest = max(largest, int(values.max()))
-    return largest + 1
+        found.update(int(v) for v in np.unique(mask) if v != ignore_index)
+    num_classes = max(found, default=1) + 1
+    if num_classes > 2 and len(found) * 2 < num_classes:
+        shown = ", ".join(str(v) for v in sorted(found)[:12]) + (", ..." if len(found) > 12 else "")
+        raise ConfigError(
+            f"the masks hold the values {shown} (ignore_index {ignore_index} aside): read as class indices that is "
+            f"{num_classes} classes, {num_classes - len(found)} of them never seen. Map the values to classes with "
+            f"--class-list {' '.join(str(v) for v in sorted(found))} (data.class_values), or --set data.binary=true "
+            f"for 0/255 masks; if they really are class indices, say so with --num-classes {num_classes}")
+    return num_classes
 
 
 def build_class_map(data: DataConfig, samples: list[Sample] | None = None) -> ClassMap:

@@ -166,3 +166,16 @@ def test_masks_of_sparse_values_are_not_read_as_129_classes(tmp_path: Path):
     write_png(split / "masks" / "1.png", np.array([[0, 1, 3, 255]] * 4, np.uint8))  # class 2 absent: still indices
     write_png(split / "masks" / "0.png", np.zeros((4, 4), np.uint8))
     assert infer_num_classes(find_split("folder", split), 255) == 4
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.image_size=[180, 240]", "data.crop_size=352"], r"crop_size 352x352 is larger than data.image_size 180x240"),
+    (["data.image_size=[180, 240]"], r"image_size 180x240 is not a multiple of unet's input stride 32.*192x256"),
+    (["data.image_size=[100, 100]", "model.name=enet", "model.encoder=null"], r"enet's input stride 8.*104x104"),
+])
+def test_sizes_a_model_cannot_take_are_refused_before_any_data_is_read(overrides: list[str], message: str):
+    from segwise.tasks.semantic.train import check_sizes
+
+    with pytest.raises(ConfigError, match=message):
+        check_sizes(load_config(overrides=overrides))
+    check_sizes(load_config(overrides=["data.image_size=[192, 256]", "data.crop_size=128"]))

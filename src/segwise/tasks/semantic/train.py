@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from segwise.config import Config
 from segwise.data.folder import SegmentationDataset
@@ -12,6 +13,7 @@ from segwise.data.transforms import build_eval_transform, build_train_transform
 from segwise.engine.run import check_names, open_run
 from segwise.engine.trainer import fit_segmentation
 from segwise.errors import ConfigError
+from segwise.models import create_model, input_stride
 from segwise.models.spec import ModelSpec
 from segwise.tasks.semantic.data import PreparedData, dataset_stats, prepare_data, with_dataset_defaults
 from segwise.visualize import default_palette
@@ -35,6 +37,25 @@ def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: l
                      binary=data.binary, unmapped=data.unmapped)
 
 
+def check_sizes(config: Config) -> None:
+    """Refuse, before any data is read, an image size the model cannot take whole (not a multiple of its input
+    stride: export would refuse it too) and a crop larger than the resized image (it would be mostly padding)."""
+    data = config.data
+    if data.image_size and data.crop_size and any(c > i for c, i in zip(data.crop_size, data.image_size)):
+        raise ConfigError(f"data.crop_size {data.crop_size[0]}x{data.crop_size[1]} is larger than data.image_size "
+                          f"{data.image_size[0]}x{data.image_size[1]}: every crop would be mostly ignore padding; "
+                          "use a crop no larger than the image size, or drop data.crop_size")
+    if not data.image_size:
+        return
+    with torch.device("meta"):  # the architecture's stride without allocating its weights
+        model = create_model(config.model.name, encoder=config.model.encoder, **config.model.args)
+    stride = input_stride(model)
+    if any(side % stride for side in data.image_size):
+        fit = "x".join(str(-(-side // stride) * stride) for side in data.image_size)
+        raise ConfigError(f"data.image_size {data.image_size[0]}x{data.image_size[1]} is not a multiple of "
+                          f"{config.model.name}'s input stride {stride}; use e.g. --image-size {fit}")
+
+
 def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt.
 
@@ -42,6 +63,7 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     """
     config = config.model_copy(update={"data": with_dataset_defaults(config.data)})
     check_names(config, TASKS)
+    check_sizes(config)
     prepared = prepare_data(config.data)
     stats: dict[str, list[float]] = {}
 

@@ -189,6 +189,18 @@ def test_predict_writes_coloured_svg_and_png_per_sketch(trained, tmp_path: Path)
                  "--category", "cup"]) == 2
 
 
+def test_sketches_of_a_category_the_model_does_not_know_are_refused(trained, tmp_path: Path, capsys):
+    """A file named airplane_raw.ndjson fed to a house/face/tree model: never silently labelled with their parts."""
+    sketch = load_prepared(trained["data"] / "test.npz")[0]
+    source = tmp_path / "airplane_raw.ndjson"
+    source.write_text(json.dumps({"key_id": "k0", "drawing": [
+        [s.tolist() for s in (stroke[:, 0], stroke[:, 1], np.zeros(len(stroke)))] for stroke in sketch.strokes]}))
+    model = str(trained["runs"] / "seg")
+    assert main(["sketch", "predict", model, str(source), "-o", str(tmp_path / "out")]) == 2
+    assert "sketches of 'airplane'" in capsys.readouterr().err and not (tmp_path / "out" / "labels.json").exists()
+    assert main(["sketch", "predict", model, str(source), "-o", str(tmp_path / "out"), "--category", "house"]) == 0
+
+
 def test_baseline_trains_on_the_same_embedder(trained):
     assert main(["sketch", "train", str(trained["data"]), "--embed", str(trained["runs"] / "embed"), "--model",
                  "stroke_classifier", "--name", "base", "--log-dir", str(trained["runs"]), "--steps", "40", "-b", "16",

@@ -17,7 +17,7 @@ from segwise.data.sketch.cache import prepare
 from segwise.data.sketch.datasets import SketchDataset, collate_sketches, load_sketches
 from segwise.data.sketch.formats import Sketch, read_sketches
 from segwise.data.sketch.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
-from segwise.errors import CheckpointError, ConfigError
+from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.sketch import sketch_metrics, write_sketch_metrics
 from segwise.models.contextseg import ContextSeg, StrokeClassifier
@@ -88,10 +88,12 @@ def predict(model_path: Path, input_path: Path, out_dir: Path, category: str | N
     if category is not None and category not in model.categories:
         raise ConfigError(f"--category {category!r} is not one of the model's: {', '.join(model.categories)}")
     sketches = read_sketches(input_path, category=category)
-    if category is None and len(model.categories) == 1:
-        only = next(iter(model.categories))
-        sketches = [s if s.category in model.categories else replace(s, category=only) for s in sketches]
-    sketches = [replace(s, part_names=model.categories.get(s.category, s.part_names)) for s in sketches]
+    unknown = sorted({s.category for s in sketches} - set(model.categories))
+    if unknown:  # segmenting faces with an airplane model gives airplane parts: never silently
+        raise DataError(f"{input_path} holds sketches of {', '.join(map(repr, unknown))} (from its file name or "
+                        f"records) but the model was trained on {', '.join(model.categories)}; pass --category NAME "
+                        "to segment them as one of those anyway")
+    sketches = [replace(s, part_names=model.categories[s.category]) for s in sketches]
     out_dir = ensure_writable_dir(out_dir)
     canvas, width = model.embedder.image_size, model.embedder.line_width
     written, table = [], {}

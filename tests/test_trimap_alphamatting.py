@@ -75,4 +75,4 @@ def test_leave_one_out_trimaps_against_the_provided_ones(tmp_path, one_thread, c
     # which leaks the ground truth): the figures are printed for docs/benchmarks.md, the bounds only catch breakage.
     assert scores["trimap1"]["iou_background"] > 0.8 and scores["trimap1"]["iou_foreground"] > 0.5
     assert scores["trimap2"]["iou_unknown"] > 0.1
-    assert sad["trimap1"] < sad["predicted"] < 20 * sad["trimap1"]
+    assert sad["predicted"] < 20 * sad["trimap1"]  # a bound on breakage only: a better model must not fail it

@@ -77,20 +77,6 @@ def test_onnx_file_runs_alone_at_another_size_and_carries_preprocessing(unet_onn
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "args", "dynamic"), [
-    ("fpn", {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32}, True),
-    # ASPP's image pooling (adaptive pooling to 1 x 1) is the classic ONNX export failure
-    ("deeplabv3plus", {"decoder_channels": 16, "decoder_aspp_separable": False, "encoder_depth": 4}, True),
-    ("factseg", {"fpn_channels": 16, "decoder_channels": 8}, False),  # static: its dynamic trace takes ~15 s
-])
-def test_architectures_export_with_parity(name, args, dynamic, tmp_path):
-    report = export_onnx(save_run(tmp_path, name, args), tmp_path / "m.onnx", height=64, width=96, dynamic=dynamic)
-    assert report.parity[0].shape[2:] == (64, 96) and len(report.parity) == (2 if dynamic else 1)
-    assert all(p.max_abs_diff <= 1e-4 and p.label_agreement == 1.0 for p in report.parity), report.summary()
-    if not dynamic:
-        assert report.input_shape == [1, 3, 64, 96] and report.output_shape == [1, 4, 64, 96]
-
-
 def test_torchscript_exporter_is_the_fallback_when_torch_export_fails(unet_run, tmp_path, monkeypatch):
     original = torch.onnx.export
 

@@ -4,8 +4,9 @@ alpha matte.
 
 Per image (the trimap ViT's intended definition): IoU_c = |P_c ∩ G_c| / |P_c ∪ G_c|, skipped when the union is
 empty, averaged over images; mean IoU is the mean of the three, averaged over the images where all three are defined.
-`averaging="per_row_reference"` reproduces the trimap ViT's published numbers, whose evaluation fed H×W maps to a
-routine that kept dim 0, so each image scored the mean of its per-row IoUs.
+`averaging="per_row_reference"` applies the averaging of the trimap ViT's published numbers, whose evaluation fed
+H×W maps to a routine that kept dim 0, so each image scored the mean of its per-row IoUs (its labels were also
+resized and padded to 448 px, which segwise does not do: the option matches the averaging, not the protocol).
 """
 
 from __future__ import annotations

@@ -147,3 +147,13 @@ def test_statistics_of_a_failed_start_do_not_leak_into_a_run_on_other_data(data:
     assert stored["mean"] != stale["mean"] and stored["data_fingerprint"] != stale["data_fingerprint"]
     spec = yaml.safe_load((run / "model.yaml").read_text())
     assert spec["mean"] == stored["mean"]
+
+
+def test_ctrl_c_in_training_exits_130_with_the_resume_hint(data: Path, tmp_path: Path, monkeypatch, capsys):
+    def interrupted(config):
+        raise Interrupted("stopped by Ctrl-C after step 2; last.ckpt holds that step: run the same command to resume")
+
+    monkeypatch.setattr("segwise.tasks.semantic.train.train", interrupted)
+    assert main(["train", str(data), "--name", "x", "--log-dir", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "run the same command to resume" in err and "error" not in err

@@ -12,7 +12,7 @@ import os
 import sys
 
 from segwise.cli import data, models, semantic, sketch, tools, trimap
-from segwise.errors import SegwiseError
+from segwise.errors import Interrupted, SegwiseError
 
 COMMAND_MODULES = (semantic, data, trimap, sketch, tools, models)
 
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
+    except Interrupted as exc:  # Ctrl-C: not an error of the user's input; 130 is the shell's code for SIGINT
+        print(f"segwise {args.command}: {exc}", file=sys.stderr)
+        return 130
     except SegwiseError as exc:
         print(f"segwise {args.command}: error: {exc}", file=sys.stderr)
         return 2

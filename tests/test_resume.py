@@ -157,3 +157,10 @@ def test_ctrl_c_in_training_exits_130_with_the_resume_hint(data: Path, tmp_path:
     assert main(["train", str(data), "--name", "x", "--log-dir", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert "run the same command to resume" in err and "error" not in err
+
+
+def test_a_checkpoint_every_epoch_is_kept_beside_last(data: Path, tmp_path: Path):
+    """`trainer.checkpoint_every_epochs: 1` (pytorch-segmentation's `save_period: 1`) used to abort: two checkpoint
+    callbacks with the same state key."""
+    run = train(_config(data, tmp_path, "periodic", "trainer.max_epochs=2", "trainer.checkpoint_every_epochs=1"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]

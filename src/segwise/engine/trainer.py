@@ -29,6 +29,11 @@ def precision_for(t: TrainerConfig) -> str:
     return "32-true"
 
 
+class PeriodicCheckpoint(ModelCheckpoint):
+    """The kept `epochNNN.ckpt` files. A class of its own because Lightning keys a checkpoint callback's state by
+    class and cadence, and every 1 epoch is also the cadence of the `last.ckpt` callback: two equal keys abort."""
+
+
 def build_callbacks(t: TrainerConfig, run_dir: Path, has_val: bool) -> list[L.Callback]:
     monitor = t.monitor if has_val else None
     ckpt_dir = run_dir / "checkpoints"
@@ -44,7 +49,7 @@ def build_callbacks(t: TrainerConfig, run_dir: Path, has_val: bool) -> list[L.Ca
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
                                          mode=t.monitor_mode, save_top_k=1, enable_version_counter=False))
     if t.checkpoint_every_epochs:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=-1,
+        callbacks.append(PeriodicCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", save_top_k=-1,
                                          every_n_epochs=t.checkpoint_every_epochs, auto_insert_metric_name=False))
     if monitor and t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=t.monitor_mode, patience=t.early_stopping_patience))

@@ -92,6 +92,36 @@ def _convert_parser(sub: Any) -> None:
     fs.add_argument("out", type=Path, help="output folder, usable as MODEL by eval/predict")
     fs.add_argument("--classes", action=flags.ListAction, help="class names (default: iSAID's 16 for 16 classes)")
     fs.set_defaults(handler=cmd_convert_factseg)
+    smp = csub.add_parser("smp", help="an smp model's state_dict, or a checkpoint of the smp trainer or of "
+                                      "pytorch-segmentation's smp mode → model.safetensors/model.yaml",
+                          description="Read with weights_only (numpy arrays allowed, no pickled code). What the "
+                                      "checkpoint names (model, encoder, class list, extra channels, mean/std) is "
+                                      "used; flags fill in or override it. Sigmoid heads become softmax heads.")
+    smp.add_argument("checkpoint", type=Path, help="the .pth file")
+    smp.add_argument("-o", "--out", type=Path, required=True, help="output folder, usable as MODEL by eval/predict")
+    smp.add_argument("--arch", help="smp architecture (unet, deeplabv3+, UnetPlusPlus, ...) if the file lacks it")
+    smp.add_argument("--encoder", help="smp encoder (e.g. efficientnet-b0) if the file lacks it")
+    smp.add_argument("--class-list", action=flags.ListAction, cast=int, metavar="V",
+                     help="mask value of each class, as the smp trainer's --class-list (background is added)")
+    smp.add_argument("--classes", action=flags.ListAction, help="class names, background first")
+    smp.add_argument("--add-dirs", action=flags.ListAction, help="extra channel folders the model was trained with")
+    smp.add_argument("--mean", action=flags.ListAction, cast=float, help="per-channel mean, raw pixel units")
+    smp.add_argument("--std", action=flags.ListAction, cast=float, help="per-channel std, raw pixel units")
+    head = smp.add_mutually_exclusive_group()
+    head.add_argument("--sigmoid", dest="sigmoid", action="store_true", default=None,
+                      help="the head is sigmoid (default: for smp-trainer checkpoints and one-logit models)")
+    head.add_argument("--softmax", dest="sigmoid", action="store_false", help="the head is already softmax")
+    smp.set_defaults(handler=cmd_convert_smp)
+
+
+def cmd_convert_smp(args: argparse.Namespace) -> None:
+    from segwise.convert.smp import convert_smp_checkpoint
+
+    spec = convert_smp_checkpoint(args.checkpoint, args.out, arch=args.arch, encoder=args.encoder,
+                                  sigmoid=args.sigmoid, class_values=args.class_list, class_names=args.classes,
+                                  extra_channels=args.add_dirs, mean=args.mean, std=args.std)
+    print(f"converted {args.checkpoint} ({spec.name}/{spec.encoder}, {spec.num_classes} classes, "
+          f"{spec.in_channels} channels) into {args.out}/model.safetensors and model.yaml")
 
 
 def cmd_convert_factseg(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segwise.config import OptimizerConfig, SchedulerConfig
+from segwise.config import OptimizerConfig, SchedulerConfig, load_config
 from segwise.engine.optim import build_optimizer, build_scheduler
 from segwise.errors import ConfigError
 from segwise.models import create_model
@@ -64,3 +64,46 @@ def test_cosine_onecycle_step_plateau(model) -> None:
     assert step["interval"] == "epoch" and step["scheduler"].step_size == 3
     plateau = build_scheduler(optimizer, SchedulerConfig(name="plateau"), 100)
     assert plateau["monitor"] == "val/loss"
+
+
+def _bn(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_freeze_backbone_and_freeze_bn_change_only_what_they_should():
+    """Two SGD steps through the task: a frozen encoder and frozen BatchNorms (statistics and affine) stay
+    bit-identical; the decoder learns."""
+    from segwise.engine.module import SegmentationTask
+    from segwise.models.spec import ModelSpec
+
+    torch.manual_seed(0)
+    config = load_config(overrides=["model.freeze_backbone=true", "model.freeze_bn=true",
+                                     "optimizer.backbone_lr_factor=0.1"])
+    model = create_model("unet", encoder="resnet18", classes=3, decoder_channels=[16, 8, 8, 8, 8])
+    spec = ModelSpec(name="unet", encoder="resnet18", args={}, in_channels=3, num_classes=3,
+                     class_names=["a", "b", "c"], palette=[[0, 0, 0]] * 3)
+    task = SegmentationTask(model, spec, config, [])
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    optimizer = build_optimizer(task.model, config.optimizer)
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in model.encoder.parameters()}
+    task.train()
+    assert all(not m.training for m in _bn(model)) and model.decoder.training
+    for _ in range(2):
+        loss = task.loss(task(torch.randn(2, 3, 64, 64)), torch.randint(0, 3, (2, 64, 64)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and not any(n.startswith("encoder.") for n in changed)
+    bn_names = {f"{name}.{key}" for name, m in model.named_modules() if m in _bn(model)
+                for key in ("weight", "bias", "running_mean", "running_var")}
+    assert not changed & bn_names
+
+
+def test_freeze_backbone_needs_a_backbone():
+    from segwise.engine.module import freeze
+
+    with pytest.raises(ConfigError, match="model.freeze_backbone: ENet has no separate backbone"):
+        freeze(create_model("enet", classes=2), backbone=True, batchnorm=False)

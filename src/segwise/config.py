@@ -109,6 +109,10 @@ class ModelConfig(StrictModel):
     encoder: str | None = Field(None, description="None = the architecture's default (resnet18 for smp models)")
     encoder_weights: str | None = Field(None, description="None = random init; 'imagenet' or a local file")
     args: dict[str, Any] = Field(default_factory=dict)
+    freeze_backbone: bool = Field(False, description="encoder parameters frozen, left out of the optimizer "
+                                                     "(pytorch-segmentation's arch.args.freeze_backbone)")
+    freeze_bn: bool = Field(False, description="BatchNorm layers in eval mode with frozen scale and shift "
+                                               "(pytorch-segmentation's arch.args.freeze_bn)")
 
 
 class LossConfig(StrictModel):

@@ -15,7 +15,7 @@ from torch import nn
 from segwise.config import Config
 from segwise.models.spec import ModelSpec
 from segwise.engine.optim import build_optimizer, build_scheduler
-from segwise.errors import TrainingError
+from segwise.errors import ConfigError, TrainingError
 from segwise.losses import build_loss
 from segwise.metrics import ConfusionMatrix, per_image_miou
 from segwise.visualize import colorize, side_by_side, to_display_rgb
@@ -36,6 +36,22 @@ def tolerate_batch_of_one(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:
             module.__class__ = _BatchNormForBatchOfOne
+    return model
+
+
+def freeze(model: nn.Module, backbone: bool, batchnorm: bool) -> nn.Module:
+    """Fine-tuning modes: the encoder's parameters, and/or every BatchNorm's scale and shift, take no gradient
+    (and so stay out of the optimizer); `SegmentationTask.train` keeps frozen BatchNorms in eval mode."""
+    if backbone:
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ConfigError(f"model.freeze_backbone: {type(model).__name__} has no separate backbone (no "
+                              "`encoder`); use it with smp models, FactSeg, GCN or DUC-HDC, or drop the option")
+        encoder.requires_grad_(False)
+    if batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.requires_grad_(False)
     return model
 
 
@@ -102,6 +118,7 @@ class SegmentationTask(SegwiseTask):
     """Trains `model` on (image, mask) batches; validation sets are named so extra ones log under their name."""
 
     def __init__(self, model: nn.Module, spec: ModelSpec, config: Config, val_names: list[str]) -> None:
+        model = freeze(model, config.model.freeze_backbone, config.model.freeze_bn)
         super().__init__(tolerate_batch_of_one(model), spec, config)
         self.val_names = val_names
         loss = config.loss
@@ -115,6 +132,15 @@ class SegmentationTask(SegwiseTask):
         self._worst: list[tuple[float, int, np.ndarray]] = []
         self._shown: list[np.ndarray] = []
         self._tiebreak = itertools.count()
+
+    def train(self, mode: bool = True) -> SegmentationTask:
+        """Lightning switches the task to train mode each epoch; frozen BatchNorms keep their running statistics."""
+        super().train(mode)
+        if mode and self.config.model.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

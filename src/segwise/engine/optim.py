@@ -34,8 +34,9 @@ def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, An
     encoder_ids = {id(p) for p in encoder.parameters()}
     backbone = [p for p in model.parameters() if p.requires_grad and id(p) in encoder_ids]
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
-    return [{"params": backbone, "lr": config.lr * config.backbone_lr_factor, "name": "backbone"},
-            {"params": head, "lr": config.lr, "name": "head"}]
+    groups = [{"params": backbone, "lr": config.lr * config.backbone_lr_factor, "name": "backbone"},
+              {"params": head, "lr": config.lr, "name": "head"}]
+    return [g for g in groups if g["params"]]  # a frozen backbone leaves its group empty
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:

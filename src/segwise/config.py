@@ -323,9 +323,10 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict[str, Any] | None = None,
-                schema: type[BaseModel] = Config) -> Any:
-    """Defaults ← YAML file ← CLI flags (dotted keys) ← `--set` overrides, validated once at the end."""
-    raw: dict[str, Any] = read_yaml(path) if path else {}
+                schema: type[BaseModel] = Config, base: dict[str, Any] | None = None) -> Any:
+    """Defaults ← YAML file (or `base`, a config already read from `path`, e.g. a translated pytorch-segmentation
+    config.json) ← CLI flags (dotted keys) ← `--set` overrides, validated once at the end."""
+    raw: dict[str, Any] = dict(base) if base is not None else read_yaml(path) if path else {}
     for dotted, value in (flags or {}).items():
         if value is not None:
             set_dotted(raw, dotted.split("."), value)

@@ -8,6 +8,7 @@ table, `CONFIG_KEYS`. Nothing here imports torch: config errors come before any 
 from __future__ import annotations
 
 import argparse
+import sys
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -242,7 +243,20 @@ def load_args_config(args: argparse.Namespace, root: Path, schema: type | None =
     from segwise.config import Config, load_config
 
     return load_config(args.config, args.overrides, {**config_flags(args), "data.root": str(root)},
-                       schema=schema or Config)
+                       schema=schema or Config, base=foreign_config(args.config))
+
+
+def foreign_config(path: Path | None) -> dict[str, Any] | None:
+    """A pytorch-segmentation config.json, translated (its untranslatable keys are printed, one line each); None
+    for segwise's own YAML."""
+    if path is None or Path(path).suffix.lower() != ".json":
+        return None
+    from segwise.convert.pytorch_segmentation import translate_config
+
+    translation = translate_config(path)
+    for note in translation.notes:
+        print(f"{path}: no effect: {note}", file=sys.stderr)
+    return translation.nested()
 
 
 def inference_mode(args: argparse.Namespace) -> Any:

@@ -12,10 +12,11 @@ from segwise.errors import SegwiseError
 
 
 def register(sub: Any) -> None:
-    """Add rle, export and convert to the `segwise` subcommands."""
+    """Add rle, export, convert and config to the `segwise` subcommands."""
     _rle_parser(sub)
     _export_parser(sub)
     _convert_parser(sub)
+    _config_parser(sub)
 
 
 def _rle_parser(sub: Any) -> None:
@@ -112,6 +113,29 @@ def _convert_parser(sub: Any) -> None:
                       help="the head is sigmoid (default: for smp-trainer checkpoints and one-logit models)")
     head.add_argument("--softmax", dest="sigmoid", action="store_false", help="the head is already softmax")
     smp.set_defaults(handler=cmd_convert_smp)
+
+
+def _config_parser(sub: Any) -> None:
+    p = sub.add_parser("config", help="config files of other systems: import a pytorch-segmentation config.json")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    imp = csub.add_parser("import", help="pytorch-segmentation config.json (comments allowed) → segwise YAML with "
+                                         "the source key of every value; keys without effect are listed")
+    imp.add_argument("source", type=Path, help="the config.json")
+    imp.add_argument("-o", "--out", type=Path, required=True, help="YAML file to write, usable with --config")
+    imp.set_defaults(handler=cmd_config_import)
+
+
+def cmd_config_import(args: argparse.Namespace) -> None:
+    from segwise.config import Config, validate_config
+    from segwise.convert.pytorch_segmentation import to_yaml, translate_config
+    from segwise.io_utils import atomic_write_text
+
+    translation = translate_config(args.source)
+    validate_config(translation.nested(), source=str(args.source), schema=Config)  # the YAML must load as it is
+    atomic_write_text(args.out, to_yaml(translation, args.source))
+    for note in translation.notes:
+        print(f"no effect: {note}")
+    print(f"wrote {args.out} ({len(translation.values)} keys translated, {len(translation.notes)} without effect)")
 
 
 def cmd_convert_smp(args: argparse.Namespace) -> None:

@@ -163,3 +163,13 @@ def test_write_metrics_round_trips(tmp_path) -> None:
     summary = {row["name"]: row["value"] for row in rows if row["kind"] == "summary"}
     assert float(summary["fwiou"]) == pytest.approx(metrics["fwiou"])
     assert sorted(p.name for p in json_path.parent.iterdir()) == ["metrics.csv", "metrics.json"]
+
+
+def test_absent_classes_can_count_as_zero_as_pytorch_segmentation_did() -> None:
+    cm = torch.tensor([[3, 1, 0], [1, 5, 0], [0, 0, 0]])  # class 2 in neither prediction nor ground truth
+    nan, zero = compute_metrics(cm, absent_classes="nan"), compute_metrics(cm, absent_classes="zero")
+    assert math.isnan(nan["per_class"][2]["iou"]) and zero["per_class"][2]["iou"] == 0.0
+    assert zero["miou"] == pytest.approx(nan["miou"] * 2 / 3) and zero["pixel_accuracy"] == nan["pixel_accuracy"]
+    assert "absent = 0" in format_table(zero) and "absent = 0" not in format_table(nan)
+    with pytest.raises(ConfigError, match="absent_classes must be 'nan' or 'zero'"):
+        compute_metrics(cm, absent_classes="skip")

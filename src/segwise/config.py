@@ -219,12 +219,20 @@ class TaskConfig(StrictModel):
         return merge(cls.DEFAULTS, raw) if isinstance(raw, dict) and cls.DEFAULTS else raw
 
 
+class MetricsConfig(StrictModel):
+    """How validation summarises the confusion matrix (`segwise eval --absent-classes` does the same)."""
+
+    absent_classes: Literal["nan", "zero"] = Field("nan", description="a class absent from prediction and ground "
+                                                   "truth: left out of the means, or IoU 0 (pytorch-segmentation)")
+
+
 class PixelConfig(TaskConfig):
-    """Tasks whose model maps images to per-pixel classes: data, model and loss sections."""
+    """Tasks whose model maps images to per-pixel classes: data, model, loss and metrics sections."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 class Config(PixelConfig):

@@ -64,6 +64,9 @@ def _eval_parser(sub: Any) -> None:
     flags.add_format_flag(p, "folder")
     p.add_argument("--background-index", type=int, metavar="K",
                    help="also report the mIoU without class K (e.g. 0: iSAID's foreground-only mean)")
+    p.add_argument("--absent-classes", choices=["nan", "zero"], default="nan",
+                   help="a class in neither prediction nor ground truth: left out of the means (default), or IoU 0 "
+                        "as pytorch-segmentation counted it")
     flags.add_mode_flags(p)
     flags.add_ensemble_flags(p)
     p.set_defaults(handler=cmd_eval)
@@ -78,7 +81,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = evaluate(args.model, args.data_dir, args.out, threshold=args.threshold, save=save, plots=plots,
                        device=args.device, mode=flags.inference_mode(args), ensemble=args.ensemble,
                        ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights,
-                       background_index=args.background_index, format=args.format)
+                       background_index=args.background_index, format=args.format,
+                       absent_classes=args.absent_classes)
     print(format_table(metrics))
     print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
 

@@ -213,7 +213,7 @@ class SegmentationTask(SegwiseTask):
             if not self._evaluated(index):
                 continue
             matrix.all_reduce()
-            metrics = matrix.compute(self.spec.class_names)
+            metrics = matrix.compute(self.spec.class_names, absent_classes=self.config.metrics.absent_classes)
             prefix = "val" if index == 0 else f"val_{name}"
             for key in ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mdice"):
                 self.log(f"{prefix}/{key}", float(np.nan_to_num(metrics[key])), prog_bar=key == "miou" and index == 0,

@@ -97,11 +97,15 @@ def per_image_miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index:
 
 
 def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None = None,
-                    background_index: int | None = None) -> dict:
+                    background_index: int | None = None, absent_classes: str = "nan") -> dict:
     """Per-class IoU/Dice/precision/recall and summary metrics from a K×K confusion matrix (plain Python values).
 
     With `background_index`, also `miou_foreground`: the mIoU without that class (iSAID/FactSeg report both).
+    `absent_classes`: "nan" (default) leaves a class absent from both prediction and ground truth out of the
+    means; "zero" counts its IoU and Dice as 0, as pytorch-segmentation did, so old numbers can be compared.
     """
+    if absent_classes not in ("nan", "zero"):
+        raise ConfigError(f"absent_classes must be 'nan' or 'zero', got {absent_classes!r}")
     cm = (cm.detach().cpu() if isinstance(cm, Tensor) else torch.from_numpy(np.asarray(cm))).double()
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"confusion matrix must be square K×K, got shape {tuple(cm.shape)}")
@@ -113,6 +117,8 @@ def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None =
             "give exactly one name per class"
         )
     scores = _class_scores(cm)
+    if absent_classes == "zero":
+        scores["iou"], scores["dice"] = scores["iou"].nan_to_num(0.0), scores["dice"].nan_to_num(0.0)
     total = scores["support"].sum()
     share = _nan_ratio(scores["support"], total)
     per_class = [
@@ -135,6 +141,7 @@ def compute_metrics(cm: np.ndarray | Tensor, class_names: Sequence[str] | None =
         "fwiou": _nan_ratio((scores["support"] * scores["iou"].nan_to_num()).sum(), total).item(),
         "mdice": scores["dice"].nanmean().item(),
         "num_pixels": int(total.item()),
+        "absent_classes": absent_classes,
     }
     if background_index is not None:
         if not 0 <= background_index < num_classes:
@@ -172,9 +179,10 @@ class ConfusionMatrix:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self.matrix, op=torch.distributed.ReduceOp.SUM)
 
-    def compute(self, class_names: Sequence[str] | None = None, background_index: int | None = None) -> dict:
+    def compute(self, class_names: Sequence[str] | None = None, background_index: int | None = None,
+                absent_classes: str = "nan") -> dict:
         """Metrics of the accumulated matrix (see ``compute_metrics``)."""
-        return compute_metrics(self.matrix, class_names, background_index)
+        return compute_metrics(self.matrix, class_names, background_index, absent_classes)
 
 
 def _percent(value: float) -> str:
@@ -191,9 +199,12 @@ def format_table(metrics: dict) -> str:
         for line in [header, *rows]
     ]
     lines.insert(1, "-" * len(lines[0]))
-    label_width = max(len(label) for label in _SUMMARY_LABELS.values())
     lines.append("")
-    lines += [f"{label.ljust(label_width)}  {_percent(metrics[key])} %" for key, label in _SUMMARY_LABELS.items()
+    labels = dict(_SUMMARY_LABELS)
+    if metrics.get("absent_classes") == "zero":  # name the averaging the numbers used
+        labels.update(miou="mIoU (mean over all classes, absent = 0)", mdice="mDice (mean over all, absent = 0)")
+    label_width = max(len(label) for label in labels.values())
+    lines += [f"{label.ljust(label_width)}  {_percent(metrics[key])} %" for key, label in labels.items()
               if key in metrics]
     lines.append(f"{'Labelled pixels'.ljust(label_width)}  {metrics['num_pixels']:,}")
     return "\n".join(lines)

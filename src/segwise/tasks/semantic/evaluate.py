@@ -38,12 +38,13 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
              save: set[str] = frozenset(), plots: int = 0, device: str | None = None,
              ensemble: Sequence[Path] = (), ensemble_method: str | None = None,
              ensemble_weights: Sequence[float] | None = None, mode: InferenceMode | None = None,
-             background_index: int | None = None, format: str = "folder") -> dict[str, Any]:
+             background_index: int | None = None, format: str = "folder",
+             absent_classes: str = "nan") -> dict[str, Any]:
     """Dataset-level confusion-matrix metrics of a trained model on a folder; writes metrics.json/csv to out_dir.
 
     `mode`: whole image (default), sliding windows and/or TTA (`segwise.inference.build_mode`).
     `background_index`: also report the mIoU without that class (`miou_foreground`). `format`: the data set's
-    layout (a key of `segwise.data.readers.READERS`).
+    layout (a key of `segwise.data.readers.READERS`). `absent_classes`: "nan" or "zero" (see `compute_metrics`).
     """
     predictor = Predictor.from_path(model_path, device, mode)
     predictor = with_ensemble(predictor, model_path, ensemble, ensemble_method, ensemble_weights)
@@ -71,7 +72,7 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
                                   spec.ignore_index).item()
             item = (-miou, next(counter), sample.name, pred)
             (heapq.heappush if len(worst) < plots else heapq.heappushpop)(worst, item)
-    metrics = matrix.compute(spec.class_names, background_index)
+    metrics = matrix.compute(spec.class_names, background_index, absent_classes)
     metrics["threshold"] = threshold
     metrics["out_dir"] = str(out_dir)
     write_metrics(metrics, out_dir)

@@ -305,6 +305,23 @@ def test_fixed_size_model_sees_each_window_resized_to_its_input(net, tmp_path):
     assert np.abs(full - expected).max() > 0.05  # the resize is not a no-op here
 
 
+def test_a_fixed_size_model_gives_the_same_labels_streamed_and_in_memory(tmp_path):
+    """Trained with --image-size: a GeoTIFF (streamed) and the same pixels as a PNG (in memory) are one
+    computation, the whole image resized to the model's size, so the labels agree on every pixel."""
+    spec = make_spec(image_size=[32, 64])
+    torch.manual_seed(0)
+    save_model(spec.build(), spec, tmp_path / "model")
+    pixels = no_nodata(3, 90, 130, seed=11)
+    (tmp_path / "in").mkdir()
+    write_geotiff(tmp_path / "in" / "scene.tif", pixels, nodata=None)
+    write_png(tmp_path / "png" / "scene.png", pixels.transpose(1, 2, 0))
+    assert main(["predict", str(tmp_path / "model"), str(tmp_path / "in"), "-o", str(tmp_path / "a")]) == 0
+    assert main(["predict", str(tmp_path / "model"), str(tmp_path / "png"), "-o", str(tmp_path / "b")]) == 0
+    streamed, in_memory = read_mask(tmp_path / "a" / "scene.tif"), read_mask(tmp_path / "b" / "index" / "scene.png")
+    assert len(np.unique(in_memory)) > 1
+    np.testing.assert_array_equal(streamed, in_memory)
+
+
 def test_cli_predict_streams_an_ensemble_and_writes_its_rle(model_dir, tmp_path, capsys):
     from segwise.inference import read_rle_csv
 

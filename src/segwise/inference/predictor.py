@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -17,7 +16,7 @@ from segwise.models import model_entry
 from segwise.models.spec import ModelSpec, load_model, peek_spec
 from segwise.errors import DataError
 from segwise.inference.raster import RasterModel, RasterResult, predict_raster
-from segwise.inference.whole import InferenceMode, WholeImage
+from segwise.inference.whole import InferenceMode, ResizedInput, WholeImage
 from segwise.models import input_stride
 
 
@@ -68,6 +67,13 @@ class Predictor:
         # results equal the default layout's to float rounding. Only 4-D weights change; other models are as they were.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
 
+    @property
+    def image_mode(self) -> InferenceMode:
+        """The mode an in-memory image runs: for a model trained at a fixed size (`spec.image_size`) the whole
+        normalised image is resized to it and the probabilities back, exactly as a streamed raster that fits in one
+        window is (`predict_raster(whole_image_pixels=...)`), so both give the same labels."""
+        return ResizedInput(tuple(self.spec.image_size), self.mode) if self.spec.image_size else self.mode
+
     @classmethod
     def from_path(cls, path: Path, device: str | None = None, mode: InferenceMode | None = None) -> Predictor:
         """Load a pixel model (semantic or trimap) from a run directory, model.yaml/model.safetensors or a .ckpt;
@@ -83,11 +89,6 @@ class Predictor:
             raise DataError(f"{source}: image has {image.shape[2]} channels but the model takes "
                             f"{self.spec.in_channels} (extra channel folders: {self.spec.extra_channels or 'none'}); "
                             "give the input the same bands as the training data")
-        if self.spec.image_size:
-            height, width = self.spec.image_size
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-            if image.ndim == 2:
-                image = image[..., None]
         array = normalize(image, self.spec.mean, self.spec.std)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
 
@@ -95,7 +96,7 @@ class Predictor:
     def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """H×W×C image → K×H×W float32 probabilities at the input's own size."""
         height, width = image.shape[:2]
-        probs = self.mode(self.model, self._to_tensor(image, source).to(self.device), self.stride)[0]
+        probs = self.image_mode(self.model, self._to_tensor(image, source).to(self.device), self.stride)[0]
         if probs.shape[-2:] != (height, width):
             probs = torch.nn.functional.interpolate(probs[None], size=(height, width), mode="bilinear",
                                                     align_corners=False)[0]

@@ -345,6 +345,15 @@ def open_sources(paths: Sequence[Path], spec: ModelSpec) -> list:
     return sources
 
 
+def _whole_for_fixed_size(sliding: SlidingWindow, mode: InferenceMode | None, models: Sequence[RasterModel],
+                          height: int, width: int) -> SlidingWindow:
+    """One window covering the raster when every model has a fixed input size and the user chose no windows."""
+    base = mode.base if isinstance(mode, MultiScaleFlip) else mode
+    if isinstance(base, SlidingWindow) or not all(member.spec.image_size for member in models):
+        return sliding
+    return dataclasses.replace(sliding, window=(height, width), stride=(height, width), overlap=None)
+
+
 def member_bands(member: RasterModel, reader: RowReader, plan: WindowPlan, sliding: SlidingWindow,
                  device: torch.device, on_batch: Callable[[int], None],
                  stats: dict) -> Iterator[tuple[int, torch.Tensor]]:
@@ -375,7 +384,7 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
                    combine: Callable[[Iterable[torch.Tensor]], torch.Tensor] | None = None,
                    device: torch.device | str | None = None, probs: str | None = None, confidence: bool = False,
                    color: bool = False, overwrite: bool = False, threshold: float | None = None,
-                   progress: bool | None = None) -> RasterResult:
+                   progress: bool | None = None, whole_image_pixels: int | None = None) -> RasterResult:
     """Stream `src` through the models window by window and write the class raster `dst` (+ optional outputs).
 
     `src`: a raster, or the image raster followed by its extra channel planes (same grid, bands stacked in order).
@@ -385,6 +394,8 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
     `mode` gives window, stride/overlap, blending and TTA (see `streaming_mode`). `probs` is None, "uint8"
     (p·255 rounded) or "float16"; `confidence` writes max p as uint8 (p·255). Existing outputs are an error
     unless `overwrite`; outputs appear only when complete.
+    `whole_image_pixels`: models trained at a fixed size (`spec.image_size`) see a raster of at most this many
+    pixels whole (one window, resized to their size), as in-memory prediction does; larger ones window by window.
     """
     paths = [Path(src)] if isinstance(src, (str, os.PathLike)) else [Path(p) for p in src]
     dst = Path(dst)
@@ -413,6 +424,8 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
         datasets = {}
         try:
             source = sources[0]
+            if whole_image_pixels and source.height * source.width <= whole_image_pixels:
+                sliding = _whole_for_fixed_size(sliding, mode, models, source.height, source.width)
             readers = [RowReader(sources, paths, track_valid=index == 0) for index in range(len(models))]
             plan = sliding.plan(source.height, source.width)
             profiles = _profiles(source, spec, outputs, probs, readers[0].masked, plan.window[0])

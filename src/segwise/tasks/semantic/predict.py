@@ -113,7 +113,7 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
             result = predictor.predict_raster([sample.image, *sample.extras], out_dir / f"{sample.name}.tif",
                                               probs=raster.probs, confidence=raster.confidence, color=raster.color,
                                               overwrite=raster.overwrite, threshold=threshold,
-                                              progress=raster.progress)
+                                              progress=raster.progress, whole_image_pixels=raster.max_pixels)
             if rle is not None:
                 rle_rows.append((sample.image.name, raster_rle_encode(result.classes, rle_class)))
             written.append(result.classes)

@@ -99,6 +99,10 @@ class DataConfig(StrictModel):
             raise ValueError(f"data.mean has {len(self.mean)} values but data.std has {len(self.std or [])}")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ValueError(f"data.std must be positive, got {self.std}")
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            twice = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
+            raise ValueError(f"data.class_names names {', '.join(map(repr, twice))} more than once; give every class "
+                             "its own name")
         return self
 
 
@@ -139,7 +143,7 @@ class OptimizerConfig(StrictModel):
     (pytorch-segmentation's differential_lr = 0.1)."""
 
     name: str = "AdamW"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0)
     backbone_lr_factor: float = Field(1.0, gt=0)
     args: dict[str, Any] = Field(default_factory=dict)
@@ -180,12 +184,19 @@ class TrainerConfig(StrictModel):
     sync_batchnorm: bool = False
     channels_last: bool = False
     compile: bool = False
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy and Lightning take seeds in 0 .. 2^32 - 1")
     deterministic: bool = False
     log_every_steps: int = Field(10, ge=1)
     log_images: int = Field(4, ge=0, description="validation overlays written to TensorBoard")
     log_worst_images: int = Field(4, ge=0, description="worst validation images written to TensorBoard")
     progress_bar: bool = True
+
+    @model_validator(mode="after")
+    def _has_a_length(self) -> TrainerConfig:
+        if self.max_epochs is None and self.max_steps is None:
+            raise ValueError("trainer.max_epochs and trainer.max_steps are both null: training would have no end; "
+                             "set one (e.g. --epochs 20 or --steps 5000)")
+        return self
 
 
 class RunConfig(StrictModel):
@@ -193,13 +204,23 @@ class RunConfig(StrictModel):
 
     name: str | None = None
 
+    log_dir: Path = Path("runs")
+    resume: bool = True
+
     @field_validator("name", mode="before")
     @classmethod
     def _name_as_text(cls, value: Any) -> Any:
         """YAML reads `name: 2024` as a number; a run name is always text."""
         return str(value) if isinstance(value, (int, float)) else value
-    log_dir: Path = Path("runs")
-    resume: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name_stays_in_log_dir(cls, value: str | None) -> str | None:
+        """A run name is one folder under log_dir: no separators, no '..', nothing that leaves --log-dir."""
+        if value is not None and (not value.strip() or value in (".", "..") or any(c in value for c in "/\\\0")):
+            raise ValueError(f"run.name {value!r} must be one folder name under run.log_dir (no '/', '\\', '..' or "
+                             "NUL); choose e.g. --name my_run")
+        return value
 
 
 class TaskConfig(StrictModel):
@@ -288,9 +309,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; check the path given to --config")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a config; check its brackets") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data:, model:, ...)")
     return data

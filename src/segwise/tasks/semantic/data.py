@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from segwise.config import Config, DataConfig
+from segwise.config import Config, DataConfig, read_yaml
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, read_sample_image
 from segwise.data.readers import find_split, holds_images, reader, split_dir
@@ -28,7 +28,7 @@ def with_dataset_defaults(data: DataConfig) -> DataConfig:
     (`data.format`, e.g. iSAID's names and palette)."""
     defaults = dict(reader(data.format).class_options)
     if data.root is not None and (Path(data.root) / DATASET_FILE).is_file():
-        defaults.update(yaml.safe_load((Path(data.root) / DATASET_FILE).read_text()) or {})
+        defaults.update(read_yaml(Path(data.root) / DATASET_FILE))
     updates = {k: v for k, v in defaults.items() if k in DataConfig.model_fields and k not in data.model_fields_set}
     if not updates:
         return data

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from torch import nn
 
@@ -143,7 +144,7 @@ def test_open_run_writes_the_config_and_refuses_another_model_on_resume(tmp_path
     with pytest.raises(CheckpointError, match="num_classes=3"):
         open_run(config, lambda directory: _spec(5))
     (run.directory / "checkpoints").mkdir()
-    (run.directory / "checkpoints" / "last.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {}}, run.directory / "checkpoints" / "last.ckpt")
     assert open_run(config, lambda directory: _spec()).resume_from == run.directory / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="--no-resume"):
         open_run(config.model_copy(update={"run": config.run.model_copy(update={"resume": False})}),

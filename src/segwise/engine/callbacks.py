@@ -39,7 +39,12 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -
     """A Lightning checkpoint as a dict, read with `weights_only=True`; a damaged or foreign file is one clear
     error naming it."""
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not mmap or "mmap" not in str(exc):
+                raise
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)  # a pre-zip file
     except Exception as exc:  # truncated, empty, garbage or a pickle holding code: all refused the same way
         raise CheckpointError(f"{path} is damaged or not a checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); move it away to "

@@ -12,10 +12,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "segwise"
 
-BASE = {"errors", "io_utils"}
+BASE = {"errors", "io_utils", "progress"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "io_utils": {"errors"},
+    "progress": set(),
     "visualize": BASE,
     "data": BASE,
     "config": BASE | {"data"},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +56,12 @@ def _ndjson_lines() -> list[str]:
 
 
 @pytest.mark.parametrize("suffix", [".ndjson", ".ndjson.gz", ".ndjson.xz"])
-def test_ndjson_reader_skips_bad_records_with_line_numbers(tmp_path, suffix):
+def test_ndjson_reader_skips_bad_records_with_line_numbers(tmp_path, suffix, capsys):
     path = _write(tmp_path / f"cat_raw{suffix}", _ndjson_lines())
     assert sketch_format(path) == "ndjson"
-    with pytest.warns(UserWarning) as caught:
-        sketches = read_sketches(path, part_names=["a", "b", "c"])
-    messages = [str(w.message) for w in caught]
+    sketches = read_sketches(path, part_names=["a", "b", "c"])
+    messages = capsys.readouterr().err.splitlines()
+    assert all(message.startswith(f"{path}:") and ": record skipped: " in message for message in messages)
     for line in (2, 3, 6, 7, 8, 9):
         assert any(f"{path}:{line}:" in message for message in messages), (line, messages)
     assert [s.key for s in sketches] == ["k0", "k1"]
@@ -97,14 +96,15 @@ def test_truncated_xz_is_a_clear_error(tmp_path):
         read_sketches(path)
 
 
-def test_spg_json_reader_sums_offsets_and_splits_strokes(tmp_path):
+def test_spg_json_reader_sums_offsets_and_splits_strokes(tmp_path, capsys):
     sketch = [[10, 20, 0, 1], [5, 0, 0, 1], [0, 5, 1, 1], [-20, 0, 0, 0], [3, 3, 1, 0]]
     bad = [[1, 2, 3]]
     path = tmp_path / "airplane.ndjson"
     path.write_text(json.dumps({"train_data": [sketch, bad, sketch]}, indent=1))
     assert sketch_format(path) == "spg_json"
-    with pytest.warns(UserWarning, match=r"airplane\.ndjson: train_data\[1\]: points have shape \(1, 3\)"):
-        sketches = read_sketches(path, part_names=["front wings", "body"])
+    sketches = read_sketches(path, part_names=["front wings", "body"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{path}: train_data[1]: record skipped: points have shape (1, 3)")
     assert len(sketches) == 2 and sketches[0].category == "airplane"
     assert [s.key for s in sketches] == ["0", "2"]  # the index in train_data
     np.testing.assert_array_equal(sketches[0].strokes[0], [[10, 20], [15, 20], [15, 25]])
@@ -121,7 +121,7 @@ def _creative(steps: list, parts: list, key: str = "a1") -> str:
     return json.dumps({"assignment_id": key, "worker_id": "w", "output": {"all_strokes": steps, "partsUsed": parts}})
 
 
-def test_creative_reader_maps_steps_to_parts(tmp_path):
+def test_creative_reader_maps_steps_to_parts(tmp_path, capsys):
     seg = [[0, 0, 4, 0], [4, 0, 4, 3]]
     steps = [[seg], [[[1, 1, 2, 2]], []], [seg, seg], [[[5, 5, 6, 6]]]]
     lines = [
@@ -132,9 +132,8 @@ def test_creative_reader_maps_steps_to_parts(tmp_path):
     ]
     path = _write(tmp_path / "birds.txt", lines)
     assert sketch_format(path) == "creative"
-    with pytest.warns(UserWarning) as caught:
-        sketches = read_sketches(path)
-    assert sorted(int(str(w.message).split(":")[1]) for w in caught) == [2, 3, 4]
+    sketches = read_sketches(path)
+    assert sorted(int(line.split(":")[1]) for line in capsys.readouterr().err.splitlines()) == [2, 3, 4]
     (sketch,) = sketches
     names = sketch.part_names
     assert names[0] == "initial" and "details" in names
@@ -147,9 +146,9 @@ def test_creative_reader_maps_steps_to_parts(tmp_path):
     bird_like, horned = read_sketches(creature)  # one part list for the whole file
     assert bird_like.part_names == horned.part_names and "horns" in horned.part_names
     assert [bird_like.part_names[k] for k in bird_like.labels] == ["initial", "eye", "beak"]
-    with pytest.warns(UserWarning, match="unknown part name"):
-        with pytest.raises(SketchDataError, match="no readable sketch"):
-            read_sketches(creature, part_names=["initial", "eye"])
+    with pytest.raises(SketchDataError, match="no readable sketch"):
+        read_sketches(creature, part_names=["initial", "eye"])
+    assert "unknown part name" in capsys.readouterr().err
 
 
 def test_unknown_format_and_missing_file(tmp_path):
@@ -320,10 +319,8 @@ def test_prepare_rejects_bad_input(tmp_path):
 def test_readers_never_crash_on_garbage(tmp_path):
     path = tmp_path / "junk.ndjson"
     path.write_bytes(b'{"drawing": 5}\n[1, 2]\n{"drawing": [null, [[], [], []]]}\n')
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(SketchDataError, match="no readable sketch"):
-            read_sketches(path)
+    with pytest.raises(SketchDataError, match="no readable sketch"):
+        read_sketches(path)
 
 
 def _mutate(value, rng: np.random.Generator, depth: int = 0):
@@ -339,7 +336,7 @@ def _mutate(value, rng: np.random.Generator, depth: int = 0):
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "creative", "spg_json"])
-def test_readers_never_crash_on_mutated_records(tmp_path, fmt):
+def test_readers_never_crash_on_mutated_records(tmp_path, fmt, capsys):
     seg = [[0, 0, 4, 0], [4, 0, 4, 3]]
     valid = {
         "ndjson": {"key_id": "k", "drawing": [[[0, 10, 12], [0, 0, 3], [1, 1, 1]], [[5, 5], [0, 4], [0, 0]]]},
@@ -354,10 +351,8 @@ def test_readers_never_crash_on_mutated_records(tmp_path, fmt):
         path.write_text(json.dumps({"train_data": records}))
     else:
         path.write_text("\n".join(json.dumps(record) for record in records) + "\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sketches = read_sketches(path, part_names=list(CREATIVE_CREATURE_PARTS) if fmt == "creative" else None)
-    skipped = [w for w in caught if "skipped record" in str(w.message)]
+    sketches = read_sketches(path, part_names=list(CREATIVE_CREATURE_PARTS) if fmt == "creative" else None)
+    skipped = [line for line in capsys.readouterr().err.splitlines() if ": record skipped: " in line]
     assert sketches and len(sketches) + len(skipped) == len(records)
     for sketch in sketches:
         assert len(sketch.strokes) == len(sketch.labels) > 0
@@ -365,7 +360,7 @@ def test_readers_never_crash_on_mutated_records(tmp_path, fmt):
         assert sketch.labels.min() >= 0 and sketch.labels.max() < len(sketch.part_names)
 
 
-def test_spg_folder_reader_on_a_crafted_folder(tmp_path):
+def test_spg_folder_reader_on_a_crafted_folder(tmp_path, capsys):
     (tmp_path / "raw").mkdir()
     (tmp_path / "part_names").mkdir()
     records = [{"key_id": f"k{i}", "drawing": [[[0, i + 1], [0, 0], [i % 2, i % 2]]]} for i in range(5)]
@@ -375,8 +370,8 @@ def test_spg_folder_reader_on_a_crafted_folder(tmp_path):
     (tmp_path / "splits.json").write_text(json.dumps(splits))
     train = read_spg_folder(tmp_path, "cup", "train")
     assert [s.key for s in train] == ["k3", "k0", "k4"] and train[0].part_names == ["handle", "body"]
-    with pytest.warns(UserWarning, match="1 sketches of split test are missing"):
-        assert [s.key for s in read_spg_folder(tmp_path, ["cup"], "test")] == ["k2"]
+    assert [s.key for s in read_spg_folder(tmp_path, ["cup"], "test")] == ["k2"]
+    assert "1 sketches of split test are missing" in capsys.readouterr().err
     with pytest.raises(SketchDataError, match="k9"):
         read_spg_folder(tmp_path, "cup", "test", on_error="raise")
     with pytest.raises(SketchDataError, match="split 'dev' is unknown"):

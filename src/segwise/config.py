@@ -7,6 +7,7 @@ overrides. Errors name the dotted key, the value and the fix; unknown keys sugge
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -19,6 +20,7 @@ AUGMENT_PRESETS = ("none", "safe", "light", "medium", "hard")
 SCHEDULERS = ("poly", "cosine", "onecycle", "step", "plateau", "constant")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "auto")
 Size = tuple[int, int]
+DEVICE_INDICES = re.compile(r"\d+(,\d+)*,?")
 
 
 def _as_size(value: Any) -> Any:
@@ -31,7 +33,7 @@ def _as_size(value: Any) -> Any:
 class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (paths as strings, tuples as lists)."""
@@ -127,7 +129,7 @@ class LossConfig(StrictModel):
     loss brings its options without an edit here.
     """
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
     name: str = "ce"
     class_weights: list[float] | None = None
@@ -179,7 +181,7 @@ class TrainerConfig(StrictModel):
     accumulate: int = Field(1, ge=1)
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true", "auto"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | str = 1
+    devices: int | str = Field(1, description="number of devices, -1 or 'auto' (all), or indices such as '0,2'")
     num_nodes: int = Field(1, ge=1)
     sync_batchnorm: bool = False
     channels_last: bool = False
@@ -190,6 +192,19 @@ class TrainerConfig(StrictModel):
     log_images: int = Field(4, ge=0, description="validation overlays written to TensorBoard")
     log_worst_images: int = Field(4, ge=0, description="worst validation images written to TensorBoard")
     progress_bar: bool = True
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        """A positive count, -1 or 'auto' (every device), or device indices such as '1,' or '0,2' (Lightning's
+        forms); 0, other negatives and words fail here, not deep inside Lightning."""
+        text = str(value).strip()
+        if text.lstrip("-").isdigit() and (int(text) >= 1 or int(text) == -1):
+            return int(text)
+        if text == "auto" or DEVICE_INDICES.fullmatch(text) and "," in text:
+            return text
+        raise ValueError("expected a number of devices (1 or more), -1 or 'auto' for every device, or device "
+                         "indices such as '0,2' (one index needs a comma: '1,'); e.g. --devices 1")
 
     @model_validator(mode="after")
     def _has_a_length(self) -> TrainerConfig:
@@ -289,8 +304,10 @@ def _describe(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.5)
         hint = f"; did you mean '{'.'.join(str(p) for p in error['loc'][:-1] + (close[0],))}'?" if close else ""
         return f"unknown key '{key}'{hint} Valid keys here: {', '.join(known)}"
-    value = error.get("input")
-    return f"{key} = {value!r}: {error['msg']}" if key else f"{error['msg']}"
+    value, message = error.get("input"), error["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a check of a whole section: its message names the keys, the section is noise
+        return f"{key}: {message}" if key else message
+    return f"{key} = {value!r}: {message}" if key else message
 
 
 def validate_config(raw: dict[str, Any], source: str = "config", schema: type[BaseModel] = Config) -> Any:
@@ -313,12 +330,20 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(exc)}; fix the file there (an "
+                          "unclosed bracket or quote, or a tab in the indentation, are the usual causes)") from None
     except RecursionError:
         raise ConfigError(f"config file {path} nests too deeply to be a config; check its brackets") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data:, model:, ...)")
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -333,13 +358,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def set_dotted(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+def set_dotted(raw: dict[str, Any], keys: list[str], value: Any, source: str = "config") -> None:
     """Set raw[k1][k2]... = value, creating sections as needed."""
     node = raw
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
+    for depth, key in enumerate(keys[:-1]):
+        if node.get(key) is None:  # `data:` with nothing under it is an empty section
+            node[key] = {}
+        child = node[key]
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(keys)}: '{key}' is a value, not a section")
+            section = ".".join(keys[:depth + 1])
+            raise ConfigError(f"{source}: {'.'.join(keys)}: '{key}' is a value, not a section ({section} = "
+                              f"{child!r}); write {section} as a mapping of keys (e.g. {key}: {{...}}) or fix the key")
         node = child
     node[keys[-1]] = value
 
@@ -360,12 +389,13 @@ def load_config(path: Path | None = None, overrides: list[str] = (), flags: dict
     """Defaults ← YAML file (or `base`, a config already read from `path`, e.g. a translated pytorch-segmentation
     config.json) ← CLI flags (dotted keys) ← `--set` overrides, validated once at the end."""
     raw: dict[str, Any] = dict(base) if base is not None else read_yaml(path) if path else {}
+    source = str(path) if path else "config"
     for dotted, value in (flags or {}).items():
         if value is not None:
-            set_dotted(raw, dotted.split("."), value)
+            set_dotted(raw, dotted.split("."), value, source)
     for text in overrides:
-        set_dotted(raw, *parse_override(text))
-    return validate_config(raw, source=str(path) if path else "config", schema=schema)
+        set_dotted(raw, *parse_override(text), source)
+    return validate_config(raw, source=source, schema=schema)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -7,8 +7,10 @@ metadata_props hold mean, std, image_size, class names, palette and the input st
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from segwise.models import input_stride
 
 INPUT, OUTPUT = "input", "logits"
 DEFAULT_SIDE = 256  # example side (rounded up to the stride) when the model has no fixed image_size
+MIN_OPSET = 7  # the oldest opset the TorchScript exporter writes
 METADATA_HELP = ("input = (pixels - mean) / std per channel, mean/std in raw pixel units (both null: pixels / dtype "
                  "maximum, e.g. 255), float32 N x C x H x W, H and W multiples of input_stride (pad, then crop the "
                  "logits back); resize to image_size first when it is set. Output: logits N x K x H x W, "
@@ -84,6 +87,7 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, height
         raise DataError(f"{out} is a directory; pass a file name such as {out / 'model.onnx'}")
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it")
+    check_opset(opset)
     model_entry(peek_spec(model_path).name, PIXEL_TASKS)  # ONNX export covers image-in, logits-out models
     model, spec = load_model(model_path)
     stride = input_stride(model)
@@ -92,9 +96,12 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, height
     network = fold_batchnorm(model, example)
     proto, exporter, reason = _to_onnx(network, example, stride, dynamic, opset)
     onnx.helper.set_model_props(proto, _metadata(spec, stride))
-    report = ExportReport(out, exporter, next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-                          _dims(proto.graph.input[0]), _dims(proto.graph.output[0]), network is not model,
-                          fallback_reason=reason)
+    written_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written_opset != opset:
+        raise ModelError(f"--opset {opset}: the {exporter} exporter could not write this model in opset {opset} (it "
+                         f"gave opset {written_opset}); use --opset {written_opset} or later, or leave --opset out")
+    report = ExportReport(out, exporter, written_opset, _dims(proto.graph.input[0]), _dims(proto.graph.output[0]),
+                          network is not model, fallback_reason=reason)
 
     def write(tmp: Path) -> None:
         onnx.save(proto, str(tmp))
@@ -108,6 +115,25 @@ def export_onnx(model_path: Path, out: Path, *, opset: int | None = None, height
     return report
 
 
+def check_opset(opset: int | None) -> None:
+    """An opset the exporters can write, refused before the model is loaded."""
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= opset <= newest:
+        raise ModelError(f"--opset {opset} is not an ONNX opset the exporters write ({MIN_OPSET} .. {newest}); pass "
+                         "one in that range (18 or later for the default dynamo exporter), or leave --opset out")
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """The exporters log tracebacks of their own recovered failures (e.g. an opset conversion); segwise reports
+    the outcome itself."""
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def check_parity(onnx_path: Path, model: nn.Module, shapes: list[tuple[int, ...]], atol: float = 1e-4,
                  dynamic: bool = True) -> list[Parity]:
     """Run the ONNX file (onnxruntime, CPU) and `model` on random inputs of each shape.
@@ -115,7 +141,11 @@ def check_parity(onnx_path: Path, model: nn.Module, shapes: list[tuple[int, ...]
     ModelError when max |onnx - torch| exceeds `atol` times max(1, largest |logit|): float32 rounding grows with
     the logits' magnitude, a wrong graph does not stay within it.
     """
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelError(f"onnxruntime cannot load the exported graph ({_first_line(exc)}); export with an opset "
+                         "it supports (e.g. --opset 18), or pass --no-check to write the file unchecked") from None
     results = []
     for seed, shape in enumerate(shapes):
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
@@ -152,7 +182,7 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, stride: int, dynamic: bool
     names = {"input_names": [INPUT], "output_names": [OUTPUT], "opset_version": opset}
     shapes = ({0: Dim("batch"), 2: stride * Dim("h"), 3: stride * Dim("w")},) if dynamic else None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_logging():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, verbose=False, **names)
         return program.model_proto, "dynamo", None
@@ -161,7 +191,7 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, stride: int, dynamic: bool
     axes = {name: {0: "batch", 2: "height", 3: "width"} for name in (INPUT, OUTPUT)} if dynamic else None
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_logging():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), buffer, dynamo=False, dynamic_axes=axes, **names)
     except Exception as exc:  # noqa: BLE001

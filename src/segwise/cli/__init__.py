@@ -1,4 +1,4 @@
-"""The `segwise` command: train, eval, predict, data, trimap, sketch, rle, export, convert and models.
+"""The `segwise` command: train, eval, predict, data, trimap, sketch, rle, export, convert, config and models.
 
 Each module in `COMMAND_MODULES` registers its own subcommands (a task's commands live beside each other; a new task
 is one module and one entry here) and sets each parser's `handler`; shared flags come from `segwise.cli.flags`.
@@ -10,20 +10,32 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import metadata
 
 from segwise.cli import data, models, semantic, sketch, tools, trimap
 from segwise.errors import Interrupted, SegwiseError
 
 COMMAND_MODULES = (semantic, data, trimap, sketch, tools, models)
+INTERRUPTED = ("interrupted (Ctrl-C); every output written before it is complete: run the same command again to "
+               "finish")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `segwise` parser: every module of `COMMAND_MODULES` adds its subcommands."""
     parser = argparse.ArgumentParser(prog="segwise", description=__doc__.splitlines()[0])
+    parser.add_argument("-V", "--version", action="version", version=f"segwise {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser
+
+
+def package_version() -> str:
+    """The installed package's version, read from its metadata so it is always the one pip installed."""
+    try:
+        return metadata.version("segwise")
+    except metadata.PackageNotFoundError:  # a source tree run without installing it
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except Interrupted as exc:  # Ctrl-C: not an error of the user's input; 130 is the shell's code for SIGINT
-        print(f"segwise {args.command}: {exc}", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as exc:  # Ctrl-C: not an error of the user's input; 130 is SIGINT's code
+        print(f"segwise {args.command}: {exc if isinstance(exc, Interrupted) else INTERRUPTED}", file=sys.stderr)
         return 130
     except SegwiseError as exc:
         print(f"segwise {args.command}: error: {exc}", file=sys.stderr)

@@ -64,9 +64,20 @@ class LazyChoices:
 
 
 def size(text: str) -> list[int]:
-    """`512` → [512, 512]; `384x512` or `384,512` → [384, 512] (height, width)."""
-    values = [int(v) for v in text.replace("x", " ").replace(",", " ").split()]
+    """`512` → [512, 512]; `384x512` or `384,512` → [384, 512] (height, width); sides are positive whole pixels."""
+    words = text.replace("x", " ").replace(",", " ").split()
+    if not 1 <= len(words) <= 2 or not all(w.isdigit() and int(w) > 0 for w in words):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give H or HxW in whole pixels of at least 1, "
+                                         "e.g. 512 or 384x512")
+    values = [int(w) for w in words]
     return values * 2 if len(values) == 1 else values
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (counts and limits)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def device(text: str) -> str:
@@ -111,9 +122,14 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="raw mask value of each class, e.g. 0 100 200 (as the smp trainer's --class-list)")
     group.add_argument("--max-mask-val", type=int,
                        help="classes are mask values 0..M (as the smp trainer's --max-mask-val)")
-    group.add_argument("--add-dirs", action=ListAction,
-                       help="extra single-channel folders beside images/, e.g. nir dsm")
+    add_extra_dirs_flag(group)
     add_config_flags(group, "sections data, model, loss, ...", "loss.name='ce + 0.5*dice'")
+
+
+def add_extra_dirs_flag(parser: Any) -> None:
+    """`--add-dirs nir dsm`: the extra single-channel plane folders beside images/ (config key data.extra_channels)."""
+    parser.add_argument("--add-dirs", action=ListAction,
+                        help="extra single-channel folders beside images/, e.g. nir dsm")
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -160,14 +176,19 @@ def add_raster_flags(parser: argparse.ArgumentParser) -> None:
                                   "streamed window by window (sliding windows, 1024 px unless --mode slide sets "
                                   "them) into OUT/<name>.tif, a class raster keeping the input's CRS, transform and "
                                   "nodata; memory is bounded by the window rows, not the image")
-    g.add_argument("--max-pixels", type=int, metavar="N",
-                   help="stream PNG/JPEG inputs with more than N pixels too (default: 100 million)")
+    add_max_pixels_flag(g, "stream PNG/JPEG inputs with more than N pixels too; also the bound of an image grown by "
+                           "--scales")
     g.add_argument("--probs", choices=["uint8", "float16"],
                    help="also write OUT/<name>_probs.tif, one band per class: uint8 (p x 255) or float16")
     g.add_argument("--confidence", action="store_true",
                    help="also write OUT/<name>_confidence.tif (max p x 255, uint8)")
     g.add_argument("--color", action="store_true", help="also write OUT/<name>_color.tif (RGB, the class palette)")
     g.add_argument("--overwrite", action="store_true", help="replace raster outputs that already exist")
+
+
+def add_max_pixels_flag(parser: Any, text: str) -> None:
+    """`--max-pixels N`: the largest image (or mask) a command builds in memory."""
+    parser.add_argument("--max-pixels", type=positive_int, metavar="N", help=f"{text} (default: 100 million)")
 
 
 def add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
@@ -242,8 +263,17 @@ def load_args_config(args: argparse.Namespace, root: Path, schema: type | None =
     heavy import)."""
     from segwise.config import Config, load_config
 
-    return load_config(args.config, args.overrides, {**config_flags(args), "data.root": str(root)},
-                       schema=schema or Config, base=foreign_config(args.config))
+    return load_config(args.config, [*length_overrides(args), *args.overrides],
+                       {**config_flags(args), "data.root": str(root)}, schema=schema or Config,
+                       base=foreign_config(args.config))
+
+
+def length_overrides(args: argparse.Namespace) -> list[str]:
+    """`-e N` without `--steps` trains N epochs even when the config sets trainer.max_steps (which would win over
+    any epoch count): the step limit is cleared. `--set trainer.max_steps=...` still wins over `-e`."""
+    if getattr(args, "epochs", None) is not None and getattr(args, "steps", None) is None:
+        return ["trainer.max_steps=null"]
+    return []
 
 
 def foreign_config(path: Path | None) -> dict[str, Any] | None:
@@ -260,15 +290,108 @@ def foreign_config(path: Path | None) -> dict[str, Any] | None:
 
 
 def inference_mode(args: argparse.Namespace) -> Any:
-    """The inference mode the mode flags ask for (option errors come before any model or data is read)."""
-    from segwise.inference.modes import build_mode
+    """The inference mode the mode flags ask for (option errors come before any model or data is read); test-time
+    scales may not grow an image beyond --max-pixels."""
+    from segwise.inference.modes import DEFAULT_MAX_PIXELS, build_mode
 
+    max_pixels = getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS
     return build_mode(args.mode, window=args.window, stride=args.stride, overlap=args.overlap,
-                      window_batch=args.window_batch, blend=args.blend, scales=args.scales, flip=args.flip)
+                      window_batch=args.window_batch, blend=args.blend, scales=args.scales, flip=args.flip,
+                      max_pixels=max_pixels)
+
+
+# ---- checks before the work: the machine has the devices, the outputs can be written -----------------------------
+def check_device(name: str | None, flag: str = "--device") -> None:
+    """Fail at once, before any model or data is read, on a torch device this machine does not have."""
+    if name is None or name == "cpu":
+        return
+    kind, _, index = name.partition(":")
+    count = _device_count(kind)
+    if count == 0:
+        raise ConfigError(f"{flag} {name}: torch sees no {_KIND_NAMES[kind]} on this machine; use --device cpu (or "
+                          "leave --device out to take CUDA when available), or install a torch build for it")
+    if index and int(index) >= count:
+        raise ConfigError(f"{flag} {name}: this machine has {count} {kind} device(s), {kind}:0 .. {kind}:{count - 1}; "
+                          "pick one of them (CUDA_VISIBLE_DEVICES may hide the others)")
+
+
+_KIND_NAMES = {"cuda": "CUDA GPU (torch.cuda.is_available() is False)", "mps": "Apple MPS device"}
+
+
+def _device_count(kind: str) -> int:
+    """How many devices of a torch device kind (cuda, mps) this machine has."""
+    import torch
+
+    if kind == "mps":
+        return int(torch.backends.mps.is_available())
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_hardware(trainer: Any) -> None:
+    """`trainer.accelerator`/`trainer.devices` against this machine, before any data is read (Lightning would
+    fail only after the data are validated and the run directory is made)."""
+    kind = {"gpu": "cuda"}.get(trainer.accelerator, trainer.accelerator)
+    if kind == "auto":
+        kind = next((k for k in ("cuda", "mps") if _device_count(k)), "cpu")
+    devices = trainer.devices
+    if kind == "cpu":
+        if devices != "auto" and (not isinstance(devices, int) or devices < 1):
+            raise ConfigError(f"trainer.devices = {devices!r} selects GPUs, but training runs on the CPU here "
+                              f"(trainer.accelerator = {trainer.accelerator}); give a number of CPU processes, "
+                              "e.g. --devices 1")
+        return
+    count = _device_count(kind)
+    if count == 0:
+        raise ConfigError(f"trainer.accelerator = {trainer.accelerator}, but torch sees no {_KIND_NAMES[kind]} on "
+                          "this machine; use --accelerator cpu (or auto), or install a torch build for it")
+    wanted = [int(i) for i in devices.split(",") if i] if isinstance(devices, str) and devices != "auto" else []
+    if (isinstance(devices, int) and devices > count) or any(i >= count for i in wanted):
+        raise ConfigError(f"trainer.devices = {devices!r}, but this machine has {count} {kind} device(s) "
+                          f"(indices 0 .. {count - 1}); use --devices {count} or fewer, or -1 for all of them")
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """Build the optimizer on one parameter, so that `optimizer.args` torch refuses (e.g. betas=[2, 3]) fail
+    before any data is read rather than after the run has started."""
+    import torch
+
+    from segwise.engine.optim import build_optimizer
+
+    build_optimizer(torch.nn.Linear(1, 1), optimizer)
+
+
+def check_training_start(config: Any) -> None:
+    """What a training command checks once its config is valid, before any data is read."""
+    check_hardware(config.trainer)
+    check_optimizer(config.optimizer)
+
+
+def check_output_dir(path: Path | None) -> None:
+    """An output folder must be creatable and writable before the work starts, not after it."""
+    if path is not None:
+        from segwise.io_utils import ensure_writable_dir
+
+        if Path(path).exists() and not Path(path).is_dir():
+            raise ConfigError(f"output folder {path} is a file; pass a folder to write into")
+        ensure_writable_dir(path)
+
+
+def check_output_file(path: Path | None, flag: str, example: str) -> None:
+    """An output file must not be a folder and its folder must be writable, checked before the work."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; name the file to write, e.g. {Path(path) / example}")
+    check_output_dir(Path(path).resolve().parent)
 
 
 def print_run_summary(run_dir: Path) -> None:
-    """Where a training command left its run (every training command ends with these lines)."""
+    """Where a training command left its run (every training command ends with these lines, printed once: by
+    rank 0 of a multi-device run)."""
+    from segwise.engine.trainer import is_global_zero  # already loaded by the training that just ended
+
+    if not is_global_zero():
+        return
     print(f"\nrun directory : {run_dir}")
     print(f"model         : {run_dir / 'model.safetensors'} (+ model.yaml)")
     print(f"checkpoints   : {run_dir / 'checkpoints'}")

@@ -42,6 +42,7 @@ def _train_parser(sub: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     config = flags.load_args_config(args, args.data_dir)  # before importing Lightning: config errors come at once
+    flags.check_training_start(config)
 
     from segwise.tasks.semantic.train import train
 
@@ -76,6 +77,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from segwise.metrics import format_table
     from segwise.tasks.semantic.evaluate import evaluate
 
+    flags.check_device(args.device)
+    flags.check_output_dir(args.out)
     save = set() if args.metrics_only else flags.saved_kinds(args)
     plots = 0 if args.metrics_only else args.plots
     metrics = evaluate(args.model, args.data_dir, args.out, threshold=args.threshold, save=save, plots=plots,
@@ -84,7 +87,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
                        background_index=args.background_index, format=args.format,
                        absent_classes=args.absent_classes)
     print(format_table(metrics))
-    print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
+    print("\n" + eval_summary(Path(metrics["out_dir"]), save, plots))
+
+
+def eval_summary(out: Path, save: set[str], plots: int) -> str:
+    """The one line `eval` ends with: the metrics files, and the predictions and plots when it wrote them."""
+    parts = [f"metrics written to {out}/metrics.json and metrics.csv"]
+    if save:
+        parts.append(f"predictions in {out}/predictions/ ({', '.join(k for k in flags.SAVE_KINDS if k in save)})")
+    if plots:
+        parts.append(f"plots of the worst images in {out}/plots/")
+    return "; ".join(parts)
 
 
 def _predict_parser(sub: Any) -> None:
@@ -109,6 +122,9 @@ def _predict_parser(sub: Any) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     mode = flags.inference_mode(args)
+    flags.check_device(args.device)
+    flags.check_output_dir(args.out)
+    flags.check_output_file(args.rle, "--rle", "submission.csv")
     from segwise.tasks.semantic.predict import RasterOptions, predict
 
     raster = RasterOptions(probs=args.probs, confidence=args.confidence, color=args.color, overwrite=args.overwrite)
@@ -119,8 +135,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
                       mode=mode, raster=raster, ensemble=args.ensemble, ensemble_method=args.ensemble_method,
                       ensemble_weights=args.ensemble_weights, rle=args.rle, rle_class=args.rle_class,
                       format=args.format)
+    print(predict_summary(args, save, written))
+
+
+def predict_summary(args: argparse.Namespace, save: set[str], written: list[Path]) -> str:
+    """The one line `predict` ends with, naming what was written: the PNG/.npy kinds of ordinary images, the
+    GeoTIFFs of streamed ones (`<out>/<name>.tif`, the only outputs a streamed image gets) and the RLE file."""
     streamed = sum(p.suffix == ".tif" for p in written)
-    print(f"predicted {len(written)} image(s) into {args.out} ({', '.join(args.save)}"
-          + (f"; {streamed} streamed to GeoTIFF)" if streamed else ")"))
+    ordinary = len(written) - streamed
+    parts = []
+    if ordinary:
+        kinds = [f"{kind}/" for kind in flags.SAVE_KINDS if kind in save]
+        parts.append(f"{ordinary} into {', '.join(kinds)}" if kinds else f"{ordinary} without image files (--save "
+                                                                        "gave no kinds)")
+    if streamed:
+        extras = [f"<name>_{kind}.tif" for kind in ("color", "probs", "confidence") if getattr(args, kind)]
+        parts.append(f"{streamed} streamed to GeoTIFF ({', '.join(['<name>.tif', *extras])})")
     if args.rle:
-        print(f"run-length encoded masks written to {args.rle}")
+        parts.append(f"run-length encoded masks written to {args.rle}")
+    return f"predicted {len(written)} image(s) into {args.out}: {'; '.join(parts)}"

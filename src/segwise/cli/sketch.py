@@ -72,14 +72,17 @@ def _train_parser(ssub: Any, name: str, text: str, handler: Any) -> argparse.Arg
 def _config(args: argparse.Namespace) -> Any:
     from segwise.tasks.sketch.config import SketchConfig
 
-    return flags.load_args_config(args, args.data, SketchConfig)
+    config = flags.load_args_config(args, args.data, SketchConfig)
+    flags.check_training_start(config)
+    return config
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    flags.check_output_dir(args.out)
     from segwise.tasks.sketch.infer import prepare_splits
 
     written = prepare_splits(args.out, args.splits, args.source, args.categories, args.synthetic, args.seed)
-    print("\n".join(f"prepared {path}" for path in written))
+    print(f"prepared {len(written)} split(s) into {args.out}: {', '.join(path.name for path in written)}")
 
 
 def cmd_train_embed(args: argparse.Namespace) -> None:
@@ -97,6 +100,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    flags.check_device(args.device)
+    flags.check_output_dir(args.out)
     from segwise.metrics.sketch import format_sketch_table
     from segwise.tasks.sketch.infer import evaluate
 
@@ -107,6 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    flags.check_device(args.device)
+    flags.check_output_dir(args.out)
     from segwise.tasks.sketch.infer import predict
 
     written = predict(args.model, args.input, args.out, args.category, args.device)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from segwise.cli import flags
-from segwise.errors import SegwiseError
 
 
 def register(sub: Any) -> None:
@@ -35,20 +34,23 @@ def _rle_parser(sub: Any) -> None:
     decode.add_argument("-o", "--out", type=Path, required=True, help="output folder for <name stem>.png")
     decode.add_argument("--value", type=int, default=255, choices=[1, 255],
                         help="pixel value of the foreground (255, as pytorch-segmentation's png2rle reads, or 1)")
+    flags.add_max_pixels_flag(decode, "refuse a --shape of more than N pixels")
     decode.set_defaults(handler=cmd_rle_decode)
 
 
 def cmd_rle_encode(args: argparse.Namespace) -> None:
+    flags.check_output_file(args.out, "-o/--out", "masks.csv")
     from segwise.inference.rle import encode_rle_csv
 
     print(f"run-length encoded masks written to {encode_rle_csv(args.masks, args.out, args.rle_class)}")
 
 
 def cmd_rle_decode(args: argparse.Namespace) -> None:
-    if len(args.shape) != 2:
-        raise SegwiseError(f"--shape takes H x W (e.g. 512x512), got {args.shape}")
-    from segwise.inference.rle import decode_rle_csv
+    from segwise.inference.modes import DEFAULT_MAX_PIXELS
+    from segwise.inference.rle import check_mask_shape, decode_rle_csv
 
+    check_mask_shape(args.shape, args.max_pixels or DEFAULT_MAX_PIXELS)
+    flags.check_output_dir(args.out)
     written = decode_rle_csv(args.csv, args.shape, args.out, value=args.value)
     print(f"decoded {len(written)} mask(s) from {args.csv} into {args.out}")
 
@@ -75,8 +77,7 @@ def _export_parser(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    if args.size is not None and len(args.size) != 2:
-        raise SegwiseError(f"--size takes H or H x W (e.g. 512 or 384x512), got {args.size}")
+    flags.check_output_file(args.out, "-o/--out", "model.onnx")
     from segwise.export import export_onnx
 
     height, width = args.size or (None, None)

@@ -70,6 +70,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from segwise.tasks.trimap.config import TrimapConfig
 
     config = flags.load_args_config(args, args.data_dir, TrimapConfig)
+    flags.check_training_start(config)
 
     from segwise.tasks.trimap.train import train
 
@@ -78,18 +79,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     mode = flags.inference_mode(args)
+    flags.check_device(args.device)
+    flags.check_output_dir(args.out)
     from segwise.tasks.trimap.infer import predict
 
     written = predict(args.model, args.inputs, args.out, overlay_images="overlay" in flags.saved_kinds(args),
                       size=args.input_size, prompt_threshold=args.prompt_threshold, device=args.device, mode=mode)
-    print(f"wrote {len(written)} trimap(s) into {args.out}")
+    overlays = f"; overlays in {args.out}/overlay/" if "overlay" in flags.saved_kinds(args) else ""
+    print(f"wrote {len(written)} trimap(s) into {args.out}{overlays}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     mode = flags.inference_mode(args)
-    from segwise.tasks.trimap.infer import evaluate, format_results
+    flags.check_device(args.device)
+    flags.check_output_dir(args.out)
+    from segwise.tasks.trimap.infer import default_eval_dir, evaluate, format_results
 
     results = evaluate(args.model, args.inputs, args.out, size=args.input_size, trimap_dir=args.trimap_dir,
                        band=args.band, prompt_threshold=args.prompt_threshold, averaging=args.averaging,
                        matte=args.matte, save="index" in flags.saved_kinds(args), device=args.device, mode=mode)
     print(format_results(results))
+    out = args.out or default_eval_dir(args.model)
+    trimaps = f"; predicted trimaps in {out}/<data set>/" if "index" in flags.saved_kinds(args) else ""
+    print(f"\nmetrics written to {out}/trimap_metrics.json{trimaps}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import tifffile
 
 from segwise.errors import DataError
+from segwise.io_utils import atomic_write_bytes, atomic_write_stream
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """File suffixes read as images or masks (compared case-insensitively)."""
@@ -19,6 +21,9 @@ _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 _JPEG_END = b"\xff\xd9"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type → samples per pixel
+_PNG_LIMIT = (1100, 2**16)  # deflate expands at most 1032:1: a PNG holds at most 1100 × its size in pixel bytes
+_TIFF_LIMIT = (4096, 2**26)  # LZW reaches ~2700:1; past 64 MiB a TIFF claiming more than 4096 × its size is damaged
 
 
 def is_image_file(path: Path) -> bool:
@@ -44,7 +49,7 @@ def read_mask(path: str | Path, colours: bool = False) -> np.ndarray:
     """
     path = Path(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
-        array = _as_hwc(_read_tiff(path), path, keep_integers=True)
+        array = _as_hwc(_read_tiff(path, one_page=True), path, keep_integers=True)
     else:
         array, data = _read_cv2(path)
         array = _as_hwc(array, path, keep_integers=True)
@@ -62,7 +67,11 @@ def read_mask(path: str | Path, colours: bool = False) -> np.ndarray:
 
 
 def write_png(path: str | Path, array: np.ndarray) -> Path:
-    """Write a uint8/uint16 H×W, H×W×1, RGB or RGBA array as PNG, creating parent folders."""
+    """Write a uint8/uint16 H×W, H×W×1, RGB or RGBA array as PNG, creating parent folders.
+
+    The write is atomic: a killed or failed write never leaves a truncated PNG under `path`, and an existing file
+    there (an earlier, possibly damaged output) is replaced, never refused.
+    """
     path = Path(path)
     if array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path}: cannot write {array.dtype} pixels as PNG; convert to uint8 or uint16 first.")
@@ -77,8 +86,24 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise DataError(f"{path}: OpenCV could not encode the PNG.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encoded.tobytes())
+    atomic_write_bytes(path, encoded.tobytes())
+    return path
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Write `array` as a `.npy` file atomically (replacing an existing one), creating parent folders."""
+    path = Path(path)
+    atomic_write_stream(path, lambda handle: np.save(handle, array))
+    return path
+
+
+def write_tiff(path: str | Path, array: np.ndarray) -> Path:
+    """Write an H×W×C array as a band-interleaved TIFF atomically (any band count and pixel type PNG cannot hold)."""
+    path = Path(path)
+    if array.ndim == 3 and array.shape[2] == 1:  # tifffile refuses one contiguous band: store it as H×W
+        array = array[..., 0]
+    atomic_write_stream(path, lambda handle: tifffile.imwrite(handle, array, photometric="minisblack",
+                                                              planarconfig="contig"))
     return path
 
 
@@ -105,7 +130,14 @@ def _read_cv2(path: Path) -> tuple[np.ndarray, bytes]:
         raise DataError(f"{path}: PNG is truncated (no IEND chunk); re-export or re-download it, or remove it.")
     if suffix in _JPEG_EXTENSIONS and not data.rstrip(b"\x00\r\n\t ").endswith(_JPEG_END):
         raise DataError(f"{path}: JPEG is truncated (no end marker); re-export or re-download it, or remove it.")
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(path, data)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # OpenCV asserts on headers it refuses (e.g. more than 2**30 pixels)
+        raise DataError(f"{path}: OpenCV cannot decode it ({_cv2_reason(error)}); re-export it, or save a very large "
+                        "image as a tiled GeoTIFF (which `segwise predict` streams) or tile it (`segwise data tile`)"
+                        ) from None
     if array is None:
         raise DataError(
             f"{path}: not a readable image (corrupt, or not really {suffix or 'an image'}); "
@@ -118,13 +150,64 @@ def _read_cv2(path: Path) -> tuple[np.ndarray, bytes]:
     return array, data
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    """Read the first TIFF series with bands last: by the stored axes, else the smaller of first/last axis."""
+def _check_png_chunks(path: Path, data: bytes) -> None:
+    """Every chunk must fit in the file and the header may not claim more pixels than the file can hold: OpenCV
+    would allocate what a damaged length or size field says (gigabytes, or an assertion) before failing."""
+    offset = len(_PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if offset + 12 + length > len(data):
+            raise DataError(f"{path}: PNG chunk {kind.decode('latin-1')!r} at byte {offset} claims {length:,} bytes "
+                            f"but the file has {len(data):,}; the file is damaged (re-export or re-download it, or "
+                            "remove it)")
+        if kind == b"IHDR" and length >= 10:
+            _check_claimed_size(path, *_png_header(data[offset + 8 : offset + 18]), len(data), _PNG_LIMIT)
+        if kind == b"IEND":
+            return
+        offset += 12 + length
+
+
+def _png_header(ihdr: bytes) -> tuple[tuple[int, int], int]:
+    """(height, width) and the decoded byte count an IHDR chunk claims (rows of filter byte + packed samples)."""
+    width, height, depth, colour = struct.unpack(">IIBB", ihdr[:10])
+    row_bytes = 1 + -(-width * _PNG_CHANNELS.get(colour, 4) * max(depth, 1) // 8)
+    return (height, width), height * row_bytes
+
+
+def _check_claimed_size(path: Path, shape: tuple[int, ...], claimed: int, file_bytes: int,
+                        limit: tuple[int, int]) -> None:
+    """Refuse a header that claims far more pixel bytes than the file can hold (more than `limit` = (ratio, floor):
+    ratio × the file size, and at least floor), before anything is allocated or decoded."""
+    ratio, floor = limit
+    if claimed > max(floor, ratio * file_bytes):
+        raise DataError(f"{path}: the header claims {'×'.join(map(str, shape))} pixels ({claimed:,} bytes), more than "
+                        f"its {file_bytes:,} bytes can hold; the file is damaged (re-export or re-download it, or "
+                        "remove it)")
+
+
+def _cv2_reason(error: Exception) -> str:
+    """The useful part of an OpenCV error (its message starts with the C++ source location)."""
+    text = " ".join(str(error).split())
+    return text.split(") ", 1)[-1][:200] if "error: (" in text else text[:200]
+
+
+def _read_tiff(path: Path, one_page: bool = False) -> np.ndarray:
+    """Read the first TIFF series with bands last: by the stored axes, else the smaller of first/last axis.
+
+    one_page (masks): a file of several pages is refused rather than read as bands.
+    """
     _check_file(path)
     try:
         with tifffile.TiffFile(path) as tiff:
+            len(tiff.pages)  # indexes every page first: tifffile's series would loop forever on a circular IFD chain
             series = tiff.series[0]
+            _check_claimed_size(path, series.shape, math.prod(series.shape) * series.dtype.itemsize,
+                                path.stat().st_size, _TIFF_LIMIT)
+            if one_page:
+                _check_one_page(path, series.axes, series.shape)
             axes, array = series.axes, series.asarray()
+    except DataError:
+        raise
     except Exception as error:  # tifffile raises many types for damaged files
         raise DataError(
             f"{path}: TIFF cannot be read ({type(error).__name__}: {error}); re-export it or remove it."
@@ -137,6 +220,14 @@ def _read_tiff(path: Path) -> np.ndarray:
     return array
 
 
+def _check_one_page(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """A mask is one page of class values (or one RGB page); pages, planes or time steps would be mixed up."""
+    extra = [f"{axis}={size}" for axis, size in zip(axes, shape) if axis not in "YXS" and size > 1]
+    if extra:
+        raise DataError(f"{path}: mask TIFF holds several pages ({', '.join(extra)} in axes {axes}, shape {shape}); "
+                        "a mask is one page of class values: save each mask as a single-page TIFF or PNG")
+
+
 def _as_hwc(array: np.ndarray, path: Path, keep_integers: bool = False) -> np.ndarray:
     """Give a decoded array a channel axis and a supported dtype (bool → uint8, other numbers → float32).
 
@@ -144,7 +235,7 @@ def _as_hwc(array: np.ndarray, path: Path, keep_integers: bool = False) -> np.nd
     """
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or min(array.shape[:2]) == 0:
+    if array.ndim != 3 or min(array.shape) == 0:
         raise DataError(f"{path}: unsupported image shape {array.shape}; expected H×W, H×W×C or C×H×W.")
     integer = np.issubdtype(array.dtype, np.integer)
     if array.dtype == np.bool_:

@@ -14,6 +14,7 @@ import yaml
 
 from segwise.data.io import write_png
 from segwise.errors import ConfigError
+from segwise.io_utils import atomic_write_text
 
 _SHAPES = ("disc", "polygon", "line")
 _TEXTURES = ("speckle", "stripes", "grain", "checker")
@@ -55,7 +56,7 @@ def make_synthetic_dataset(
         ],
         "palette": [[0, 0, 0]] + [list(colour) for _, _, colour in styles],
     }
-    (root / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
+    atomic_write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
     return root
 
 

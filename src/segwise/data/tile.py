@@ -1,8 +1,10 @@
 """Offline patch extraction for large-image data sets (`segwise data tile`): fixed windows with the last row/column
-moved back to end on the border (SimpleCV `sliding_window`, as FactSeg cuts iSAID into 896/512 patches).
+moved back to end on the border (SimpleCV `sliding_window`, as FactSeg cuts iSAID into 896/512 patches), or, as the
+smp trainer tiles, whole windows only from a start offset (`edge="drop"`), or partial edge windows padded.
 
-Tiles are always `size`×`size`: images smaller than a window are padded with 0 (image) and `ignore_index` (mask).
-Masks are written as class-index PNGs, so the tiled set trains with the same class options and no colour mapping.
+Tiles are always `size`×`size`: images smaller than a window are padded with 0 (image, planes) and `ignore_index`
+(mask). Masks are written as class-index PNGs, so the tiled set trains with the same class options and no colour
+mapping; extra planes are cut with their image into folders of their own name.
 """
 
 from __future__ import annotations
@@ -11,18 +13,31 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, display_path
-from segwise.data.io import read_image, read_mask, write_png
+from segwise.data.io import read_image, read_mask, write_png, write_tiff
 from segwise.errors import ConfigError, DataError
+from segwise.progress import track
 
-def axis_starts(size: int, window: int, stride: int) -> list[int]:
-    """Window starts along one axis: 0, stride, 2·stride, … and a last window ending exactly on the border."""
+EDGES = ("shift", "pad", "drop")
+"""What happens to the window at the far border: moved back to end on it (SimpleCV), padded, or left out."""
+
+
+def axis_starts(size: int, window: int, stride: int, offset: int = 0, edge: str = "shift") -> list[int]:
+    """Window starts along one axis: offset, offset + stride, … At the border the last window is moved back to end
+    exactly on it (shift), runs over it and is padded (pad), or is left out unless it fits (drop: the smp trainer's
+    tiling, which keeps whole windows only)."""
+    if edge == "drop":
+        return list(range(offset, size - window + 1, stride))
+    if edge == "pad":
+        starts = [offset] if offset < size else []
+        while starts and starts[-1] + window < size:
+            starts.append(starts[-1] + stride)
+        return starts
     if window >= size:
         return [0]
-    return [*range(0, size - window, stride), size - window]
+    return [*range(offset, size - window, stride), size - window]
 
 
 MaskDecoder = Callable[[Path], np.ndarray]
@@ -42,10 +57,11 @@ def class_map_decoder(class_map: ClassMap) -> MaskDecoder:
     return decode
 
 
-def tile_windows(height: int, width: int, size: int, stride: int) -> Iterator[tuple[int, int]]:
-    """Top-left (y, x) of every window in raster order; the last row/column ends on the border."""
-    for y in axis_starts(height, min(size, height), stride):
-        for x in axis_starts(width, min(size, width), stride):
+def tile_windows(height: int, width: int, size: int, stride: int, offset: int = 0,
+                 edge: str = "shift") -> Iterator[tuple[int, int]]:
+    """Top-left (y, x) of every window in raster order, starting `offset` pixels in; `edge` as in axis_starts."""
+    for y in axis_starts(height, size, stride, offset, edge):
+        for x in axis_starts(width, size, stride, offset, edge):
             yield y, x
 
 
@@ -61,8 +77,7 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     if image.shape[2] in (1, 3, 4) and image.dtype in (np.uint8, np.uint16):
         write_png(path.with_suffix(".png"), image)
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(path.with_suffix(".tif"), image, photometric="minisblack", planarconfig="contig")
+        write_tiff(path.with_suffix(".tif"), image)
 
 
 def _mask_dtype(ignore_index: int, num_values: int) -> type:
@@ -72,27 +87,52 @@ def _mask_dtype(ignore_index: int, num_values: int) -> type:
 
 
 def tile_samples(samples: Sequence[Sample], out_dir: str | Path, decode: MaskDecoder, size: int | None = 896,
-                 stride: int = 512, ignore_index: int = 255, num_classes: int = 256, prefix: str = "") -> int:
-    """Write `out_dir/{images,masks}/<prefix><name>_<y>_<x>.png` for every window (whole images when size is
-    None); returns the number of tiles written."""
-    if size is not None and (size <= 0 or not 0 < stride <= size):
-        raise ConfigError(f"tile size {size} / stride {stride}: need size > 0 and 0 < stride <= size "
-                          "(e.g. --size 896 --stride 512)")
+                 stride: int = 512, ignore_index: int = 255, num_classes: int = 256, prefix: str = "",
+                 offset: int = 0, edge: str = "shift") -> int:
+    """Write `out_dir/{images,masks,<plane>...}/<prefix><name>_<y>_<x>.png` for every window (whole images when size
+    is None), the extra planes cut like their image; returns the number of tiles written."""
+    _check_tiling(size, stride, offset, edge)
     out_dir = Path(out_dir)
     dtype = _mask_dtype(ignore_index, num_classes - 1)
     count = 0
-    for sample in samples:
+    for sample in track(samples, "tiling", unit="images"):
         image, mask = read_image(sample.image), decode(sample.mask)
         if mask.shape != image.shape[:2]:
             raise DataError(f"{display_path(sample.mask)}: mask is {mask.shape[0]}×{mask.shape[1]} but its image is "
                             f"{image.shape[0]}×{image.shape[1]}; masks must match their image pixel for pixel")
+        layers = [("images", image), *_read_planes(sample, image)]
         height, width = mask.shape
-        windows = [(0, 0)] if size is None else tile_windows(height, width, size, stride)
+        windows = [(0, 0)] if size is None else tile_windows(height, width, size, stride, offset, edge)
         for y, x in windows:
             name = prefix + (sample.name if size is None else f"{sample.name}_{y}_{x}")
-            tile_image = image if size is None else _crop(image, y, x, size, 0)
+            for folder, array in layers:
+                _write_image(out_dir / folder / name, array if size is None else _crop(array, y, x, size, 0))
             tile_mask = mask if size is None else _crop(mask, y, x, size, ignore_index)
-            _write_image(out_dir / "images" / name, tile_image)
             write_png(out_dir / "masks" / f"{name}.png", tile_mask.astype(dtype))
             count += 1
     return count
+
+
+def _check_tiling(size: int | None, stride: int, offset: int, edge: str) -> None:
+    if edge not in EDGES:
+        raise ConfigError(f"tile edge {edge!r}: choose one of {', '.join(EDGES)}")
+    if size is None:
+        return
+    if size <= 0 or not 0 < stride <= size:
+        raise ConfigError(f"tile size {size} / stride {stride}: need size > 0 and 0 < stride <= size "
+                          "(e.g. --size 896 --stride 512)")
+    if not 0 <= offset < size:
+        raise ConfigError(f"tile offset {offset}: the grid starts inside the first window, so give 0 <= offset < "
+                          f"size {size} (e.g. --offset {size // 2} for a grid shifted by half a window)")
+
+
+def _read_planes(sample: Sample, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(plane folder name, plane) for each extra plane of a sample; each must cover its image pixel for pixel."""
+    planes = []
+    for path in sample.extras:
+        plane = read_image(path)
+        if plane.shape[:2] != image.shape[:2]:
+            raise DataError(f"{display_path(path)}: extra plane is {plane.shape[0]}×{plane.shape[1]} but its image is "
+                            f"{image.shape[0]}×{image.shape[1]}; resample it to the image grid")
+        planes.append((path.parent.name, plane))
+    return planes

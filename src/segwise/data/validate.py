@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, display_path, problems_error, read_sample_image, read_sample_mask
 from segwise.errors import DataError
+from segwise.progress import track
 
 
 @dataclass
@@ -48,11 +50,13 @@ class DatasetReport:
         return "\n".join(lines)
 
 
-def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats: bool = True) -> DatasetReport:
+def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats: bool = True,
+                     reference: tuple[str, int] | None = None) -> DatasetReport:
     """Read every image and mask once; raise one DataError listing every problem, else return a DatasetReport.
 
-    Problems: unreadable files, mask/plane size ≠ image size, channel counts or pixel types that differ across the
-    split, and mask values outside the class map. check_stats=False skips the class pixel counts.
+    Problems: unreadable files, NaN/inf pixels, mask/plane size ≠ image size, channel counts or pixel types that
+    differ across the split (or from `reference`, (split name, channel count), e.g. the training split's for a
+    validation split), and mask values outside the class map. check_stats=False skips the class pixel counts.
     """
     problems: list[str] = []
     channels: dict[str, int] = {}
@@ -60,13 +64,15 @@ def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats
     sizes: Counter = Counter()
     counts = np.zeros(class_map.num_classes, np.int64)
     ignore_pixels = 0
-    for sample in samples:
+    where = samples[0].image.parent.parent if samples else Path("data")
+    for sample in track(samples, f"checking {where.name}", unit="images"):
         try:
             image = read_sample_image(sample)
         except DataError as error:
             problems += str(error).splitlines()
             continue
         channels[display_path(sample.image)] = image.shape[2]
+        problems += _non_finite_problems(display_path(sample.image), image)
         dtypes[display_path(sample.image)] = image.dtype.name
         sizes[image.shape[:2]] += 1
         if sample.mask is None:
@@ -82,8 +88,8 @@ def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats
             counts += np.bincount(encoded[~ignored], minlength=class_map.num_classes)[: class_map.num_classes]
     problems += _minority_problems(channels, "channels", "give every image the same bands and extra planes")
     problems += _minority_problems(dtypes, "pixel type", "convert every image to the same bit depth")
+    problems += _reference_problems(channels, reference)
     if problems:
-        where = samples[0].image.parent.parent if samples else "data"
         raise problems_error(f"{where}: data check of {len(samples)} samples failed", problems)
     return DatasetReport(
         num_samples=len(samples),
@@ -103,7 +109,7 @@ def compute_mean_std(samples: Sequence[Sample]) -> tuple[tuple[float, ...], tupl
     count = 0
     mean: np.ndarray | None = None
     m2: np.ndarray | None = None
-    for sample in samples:
+    for sample in track(samples, "computing mean/std", unit="images"):
         image = read_sample_image(sample)
         pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
         n = pixels.shape[0]
@@ -127,6 +133,25 @@ def compute_mean_std(samples: Sequence[Sample]) -> tuple[tuple[float, ...], tupl
     std = np.sqrt(m2 / count)
     std[std == 0] = 1.0
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _non_finite_problems(path: str, image: np.ndarray) -> list[str]:
+    """NaN or inf in a float image would make the loss NaN at some step, far from the file that caused it."""
+    if image.dtype.kind != "f" or np.isfinite(image).all():
+        return []
+    bad = ~np.isfinite(image)
+    row, column, band = (int(i) for i in np.argwhere(bad)[0])
+    return [f"{path}: {int(bad.sum()):,} NaN/inf pixel value(s), the first at row {row}, column {column}, band "
+            f"{band}; replace them (e.g. with 0 or the band's nodata value) before training"]
+
+
+def _reference_problems(channels: dict[str, int], reference: tuple[str, int] | None) -> list[str]:
+    """Name every image whose channel count differs from the reference split's (the model takes one count)."""
+    if reference is None:
+        return []
+    split, count = reference
+    return [f"{path}: {value} channels, but the {split} split has {count}; give every split the same bands and "
+            "extra planes" for path, value in channels.items() if value != count]
 
 
 def _minority_problems(values: dict[str, object], what: str, fix: str) -> list[str]:

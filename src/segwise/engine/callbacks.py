@@ -1,4 +1,5 @@
-"""Callbacks and plugins we need on top of Lightning: atomic checkpoints and the portable best-model export."""
+"""Callbacks and plugins we need on top of Lightning: atomic checkpoints, the portable best-model export and a
+progress bar that shows the run's real length."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import RichProgressBar
 
 from segwise.errors import CheckpointError
 from segwise.io_utils import atomic_write
@@ -134,3 +136,36 @@ class ExportBestModel(L.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state.get("best")
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich bar labelled with the run's real length: `epoch 3/20`, or for a run measured in steps one
+    bar over the whole run, `step 5/4000` (Lightning's own reads `Epoch 0/-2` there and restarts every epoch)."""
+
+    @property
+    def by_steps(self) -> bool:
+        return self.trainer.max_steps > 0  # -1 unless the run is measured in steps (see build_trainer)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps if self.by_steps else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.by_steps:
+            return f"step {self.trainer.global_step}/{self.trainer.max_steps}"
+        return f"epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, task)
+        self._show_steps(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, task, *args)
+        self._show_steps(trainer)
+
+    def _show_steps(self, trainer: L.Trainer) -> None:
+        """In a step-based run the bar counts optimizer steps since the run began (a resumed run starts part-way)."""
+        if self.by_steps and self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, completed=trainer.global_step,
+                                 description=self._get_train_description(trainer.current_epoch))
+            self.refresh()

@@ -44,8 +44,10 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
     kwargs = {"weight_decay": config.weight_decay, **config.args}
     try:
         return cls(param_groups(model, config), lr=config.lr, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"optimizer.args for {cls.__name__}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown argument, or a value torch refuses
+        raise ConfigError(f"optimizer {config.name} with lr={config.lr}, weight_decay={config.weight_decay}, "
+                          f"args={config.args}: torch refuses them ({exc}); fix optimizer.args (see the "
+                          f"documentation of torch.optim.{cls.__name__})") from None
 
 
 def _warmup_then(decay, warmup_steps: int):

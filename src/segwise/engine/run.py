@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import yaml
 
 from segwise.config import RunConfig, save_config
 from segwise.engine.callbacks import read_checkpoint
@@ -22,7 +21,7 @@ from segwise.errors import CheckpointError
 from segwise.io_utils import ensure_writable_dir
 from segwise.losses import check_loss_options, parse_loss_spec
 from segwise.models import model_entry
-from segwise.models.spec import ModelSpec
+from segwise.models.spec import ModelSpec, peek_spec
 
 PIXEL_RESUME_KEYS = ("name", "encoder", "in_channels", "num_classes")
 """What a pixel model may not change between a run and its resumption (its weights would not fit)."""
@@ -58,7 +57,7 @@ def check_resumable(run_dir: Path, spec: ModelSpec, keys: Sequence[str] = PIXEL_
     stored_file = run_dir / "model.yaml"
     if not stored_file.is_file():
         return
-    stored = ModelSpec.from_dict(yaml.safe_load(stored_file.read_text()), str(stored_file))
+    stored = peek_spec(run_dir)
     for key in keys:
         if getattr(stored, key) != getattr(spec, key):
             raise CheckpointError(

@@ -2,23 +2,72 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import Dataset
 
 from segwise.config import TrainerConfig
-from segwise.engine.callbacks import AtomicCheckpointIO, ExportBestModel, GracefulInterrupt, StopRequested
+from segwise.engine.callbacks import (AtomicCheckpointIO, ExportBestModel, GracefulInterrupt, RunProgressBar,
+                                      StopRequested)
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
 from segwise.engine.run import Run
 from segwise.errors import Interrupted
 from segwise.models import create_model, input_stride
+
+QUIET_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch deprecating what Lightning's own code uses
+    r"Checkpoint directory .* exists and is not empty",  # every resume: the run's checkpoints are meant to be there
+    r"The number of training batches .* is smaller than the logging interval",  # short epochs: nothing to fix
+    r"The '\w+_dataloader' does not have many workers",  # the user chose --workers
+    r"It is recommended to use `self.log\('.*sync_dist=True",  # segwise's metrics come from all-reduced matrices
+    r"You're resuming from a checkpoint that ended before the epoch ended",  # the data module resumes mid-epoch
+)
+"""Messages of Lightning and its dependencies that tell a segwise user nothing to act on."""
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning without its boilerplate for the block: no info lines (GPU/TPU available, tips, `max_steps`
+    reached) and none of `QUIET_WARNINGS`; its real warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0, the one that reports (a multi-device run starts a process per device)."""
+    return rank_zero_only.rank == 0
+
+
+def describe(trainer: L.Trainer, resume_from: Path | None) -> str:
+    """What Lightning's device lines should have said, in one line: `training 4000 steps on 2 cuda devices (DDP),
+    bf16-mixed precision; resuming from runs/x/checkpoints/last.ckpt`."""
+    length = f"{trainer.max_steps} steps" if trainer.max_steps > 0 else f"{trainer.max_epochs} epochs"
+    kind = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    processes = "processes" if kind == "cpu" else "devices"
+    where = f"{trainer.world_size} {kind} {processes} (DDP)" if trainer.world_size > 1 else trainer.strategy.root_device
+    resume = f"; resuming from {resume_from}" if resume_from else ""
+    return f"training {length} on {where}, {trainer.precision} precision{resume}"
 
 
 def precision_for(t: TrainerConfig) -> str:
@@ -54,7 +103,7 @@ def build_callbacks(t: TrainerConfig, run_dir: Path, has_val: bool) -> list[L.Ca
     if monitor and t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=t.monitor_mode, patience=t.early_stopping_patience))
     if t.progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(RunProgressBar())
     return callbacks
 
 
@@ -62,32 +111,33 @@ def build_trainer(t: TrainerConfig, run_dir: Path, has_val: bool,
                   callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A Lightning Trainer configured from `trainer.*`; `callbacks` come after segwise's own."""
     multi = (isinstance(t.devices, int) and t.devices > 1) or t.num_nodes > 1
-    return L.Trainer(
-        default_root_dir=run_dir,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
-        callbacks=[*build_callbacks(t, run_dir, has_val), *callbacks],
-        plugins=[AtomicCheckpointIO()],
-        max_epochs=t.max_epochs if t.max_steps is None else -1,
-        max_steps=t.max_steps or -1,
-        check_val_every_n_epoch=None if t.val_every_steps else t.val_every_epochs,
-        val_check_interval=t.val_every_steps,
-        limit_val_batches=None if has_val else 0,
-        gradient_clip_val=t.grad_clip,
-        gradient_clip_algorithm=t.grad_clip_algorithm,
-        accumulate_grad_batches=t.accumulate,
-        precision=precision_for(t),
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy="ddp" if multi else "auto",
-        sync_batchnorm=t.sync_batchnorm and multi,
-        deterministic=t.deterministic,
-        log_every_n_steps=t.log_every_steps,
-        enable_progress_bar=t.progress_bar,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        enable_model_summary=False,
-    )
+    with quiet_lightning():  # its device and tip lines come from the constructor
+        return L.Trainer(
+            default_root_dir=run_dir,
+            logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+            callbacks=[*build_callbacks(t, run_dir, has_val), *callbacks],
+            plugins=[AtomicCheckpointIO()],
+            max_epochs=t.max_epochs if t.max_steps is None else -1,
+            max_steps=t.max_steps or -1,
+            check_val_every_n_epoch=None if t.val_every_steps else t.val_every_epochs,
+            val_check_interval=t.val_every_steps,
+            limit_val_batches=None if has_val else 0,
+            gradient_clip_val=t.grad_clip,
+            gradient_clip_algorithm=t.grad_clip_algorithm,
+            accumulate_grad_batches=t.accumulate,
+            precision=precision_for(t),
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy="ddp" if multi else "auto",
+            sync_batchnorm=t.sync_batchnorm and multi,
+            deterministic=t.deterministic,
+            log_every_n_steps=t.log_every_steps,
+            enable_progress_bar=t.progress_bar,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+            enable_model_summary=False,
+        )
 
 
 def fit(trainer_config: TrainerConfig, run: Run, task: L.LightningModule, datamodule: L.LightningDataModule,
@@ -98,13 +148,16 @@ def fit(trainer_config: TrainerConfig, run: Run, task: L.LightningModule, datamo
     last = run.directory / "checkpoints" / "last.ckpt"
     interrupt = GracefulInterrupt(last)
     trainer = build_trainer(trainer_config, run.directory, has_val=has_val, callbacks=[*callbacks, interrupt])
-    try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=run.resume_from)
-    except StopRequested:
-        raise Interrupted(f"stopped by Ctrl-C after step {interrupt.stopped_at}; {last} holds that step: run the "
-                          "same command to resume from it") from None
-    if not trainer.interrupted:
-        trainer.save_checkpoint(last, weights_only=False)
+    if trainer.is_global_zero:
+        print(describe(trainer, run.resume_from))
+    with quiet_lightning():
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=run.resume_from)
+        except StopRequested:
+            raise Interrupted(f"stopped by Ctrl-C after step {interrupt.stopped_at}; {last} holds that step: run "
+                              "the same command to resume from it") from None
+        if not trainer.interrupted:
+            trainer.save_checkpoint(last, weights_only=False)
     return run.directory
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,13 +32,15 @@ from segwise.inference.sliding import SlidingWindow
 from segwise.inference.tta import MultiScaleFlip
 from segwise.inference.whole import InferenceMode, ResizedInput, WholeImage
 from segwise.inference.windows import WindowPlan, blend_windows
+from segwise.io_utils import temp_path
+from segwise.progress import progress as show_progress
 
 RASTER_EXTENSIONS = (".tif", ".tiff")
 PROBS_KINDS = ("uint8", "float16")
 DEFAULT_WINDOW = 1024  # used when the mode asks for the whole image, which a streamed raster never is
 BLOCK = 256  # largest output tile side; writers buffer one block row so tiles are written once, whole
 GDAL_CACHE_MB = 64  # bounds GDAL's own block cache (its default is 5 % of the machine's memory)
-PROGRESS_MIN_WINDOWS = 64
+PROGRESS_MIN_WINDOWS = 64  # smaller rasters show no progress unless asked (`progress=True`)
 
 
 @dataclass
@@ -296,21 +297,6 @@ def _normalised_window(pixels: np.ndarray, valid: np.ndarray | None, spec: Model
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def _progress(total: int, name: str, enabled: bool | None):
-    """A rich progress bar showing windows/second, or None (auto: long jobs on a terminal)."""
-    if enabled is None:
-        enabled = total >= PROGRESS_MIN_WINDOWS and sys.stderr.isatty()
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]} windows/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True))
-
-
 @dataclass(frozen=True)
 class RasterModel:
     """One network as streaming runs it: the eval-mode model, the spec of its preprocessing and its input stride."""
@@ -417,7 +403,7 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
     device = torch.device(device) if device is not None else next(models[0].model.parameters()).device
     palette = np.asarray(spec.palette, dtype=np.uint8)
     stats = RasterStats()
-    temps = {kind: path.with_name(f".{path.name}.partial") for kind, path in outputs.items()}
+    temps = {kind: temp_path(path) for kind, path in outputs.items()}  # segwise's temporary names: swept if killed
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         sources = open_sources(paths, spec)
@@ -438,31 +424,23 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
             writers = {kind: BlockWriter(ds, profiles[kind]["blockysize"], readers[0].masked and kind in masked_kinds)
                        for kind, ds in datasets.items()}
             total = len(plan) * len(models)
-            bar = _progress(total, paths[0].name, progress)
-            task = bar.add_task(paths[0].name, total=total, rate="-") if bar else None
+            shown = progress if progress is not None else total >= PROGRESS_MIN_WINDOWS
             start = time.perf_counter()
-
-            def advance(count: int) -> None:
-                stats.windows += count
-                if bar is not None:
-                    elapsed = time.perf_counter() - start
-                    bar.update(task, advance=count, rate=f"{stats.windows / max(elapsed, 1e-9):.1f}")
-
             band_stats: dict = {}
-            streams = [member_bands(member, reader, plan, sliding, device, advance, band_stats if i == 0 else {})
-                       for i, (member, reader) in enumerate(zip(models, readers))]
-            if bar is not None:
-                bar.start()
-            try:
+            with show_progress(total, paths[0].name, "windows", enabled=shown) as counter:
+
+                def advance(count: int) -> None:
+                    stats.windows += count
+                    counter.advance(count)
+
+                streams = [member_bands(member, reader, plan, sliding, device, advance, band_stats if i == 0 else {})
+                           for i, (member, reader) in enumerate(zip(models, readers))]
                 for bands in zip(*streams):  # every member yields the same row bands: they follow the one plan
                     top = bands[0][0]
                     band = bands[0][1] if combine is None else combine(band for _, band in bands)
                     valid = readers[0].take_valid(top, top + band.shape[1])
                     for kind, array in _outputs(band, profiles, palette, valid, threshold, probs).items():
                         writers[kind].write(array, valid)
-            finally:
-                if bar is not None:
-                    bar.stop()
             for writer in writers.values():
                 writer.flush()
             stats.seconds = time.perf_counter() - start

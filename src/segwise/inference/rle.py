@@ -24,6 +24,7 @@ from segwise.inference.raster import GDAL_CACHE_MB, open_raster
 from segwise.io_utils import atomic_write_text
 
 _COCO_MAX_CHARS = 7  # 7 × 5 bits hold any count delta of an image below 2**34 pixels
+_MAX_NAME_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
 
 
 # ---- runs -------------------------------------------------------------------------------------------------
@@ -217,8 +218,10 @@ def coco_string_to_counts(text: str | bytes) -> np.ndarray:
     if ((chars < 0) | (chars > 63)).any():
         bad = raw[int(np.flatnonzero((chars < 0) | (chars > 63))[0])]
         raise DataError(f"COCO RLE string holds {chr(bad)!r}; compressed counts use ASCII characters '0'..'o'")
+    if not chars.size:
+        return np.zeros(0, dtype=np.int64)  # no counts: only a 0×0 mask has them
     more = (chars & 0x20) != 0
-    if more.size and more[-1]:
+    if more[-1]:
         raise DataError("COCO RLE string is cut off (its last character says more follow)")
     last = np.flatnonzero(~more)
     first = np.r_[0, last[:-1] + 1].astype(np.int64)
@@ -307,18 +310,37 @@ def read_rle_csv(path: Path, shape: Sequence[int] | None = None) -> list[tuple[s
     return rows
 
 
+def check_mask_shape(shape: Sequence[int], max_pixels: int) -> None:
+    """A decode shape must be H×W positive sides of at most `max_pixels` pixels (a typo must not allocate
+    gigabytes)."""
+    if len(shape) != 2 or min(shape) < 1:
+        raise ConfigError(f"--shape {'x'.join(map(str, shape))}: give the mask size as H x W of positive whole pixels, "
+                          "e.g. 512x512")
+    if shape[0] * shape[1] > max_pixels:
+        raise ConfigError(f"--shape {shape[0]}x{shape[1]} is {shape[0] * shape[1]:,} pixels, more than --max-pixels "
+                          f"{max_pixels:,}; check --shape (H x W of one mask), or raise --max-pixels")
+
+
+def _output_name(path: Path, name: str) -> str:
+    """`<name stem>.png`, refused when no file system could hold it (NUL, over 255 bytes)."""
+    file_name = Path(name).stem + ".png"
+    if "\0" in name or len(file_name.encode("utf-8")) > _MAX_NAME_BYTES or Path(name).stem in ("", ".", ".."):
+        shown = name if len(name) <= 60 else f"{name[:40]}... ({len(name.encode('utf-8'))} bytes)"
+        raise DataError(f"{path}: the name {shown!r} cannot be a file name (it holds a NUL character, is empty, or "
+                        f"makes a name over {_MAX_NAME_BYTES} bytes); rename that row")
+    return file_name
+
+
 def decode_rle_csv(path: Path, shape: Sequence[int], out_dir: Path, value: int = 255) -> list[Path]:
     """Turn every row of a `name<TAB>rle` file into `out_dir/<name stem>.png` (0 and `value`)."""
     rows = read_rle_csv(path, shape)
-    targets: dict[str, str] = {}
-    written = []
-    for name, rle in rows:
-        file_name = Path(name).stem + ".png"
-        if file_name in targets:
-            raise DataError(f"{path}: {name!r} and {targets[file_name]!r} would both be written to {file_name}")
-        targets[file_name] = name
-        written.append(write_png(Path(out_dir) / file_name, rle_decode(rle, shape, value)))
-    return written
+    owners: dict[str, str] = {}
+    for name, _ in rows:  # every name is checked before any file is written
+        file_name = _output_name(path, name)
+        if file_name in owners:
+            raise DataError(f"{path}: {name!r} and {owners[file_name]!r} would both be written to {file_name}")
+        owners[file_name] = name
+    return [write_png(Path(out_dir) / _output_name(path, name), rle_decode(rle, shape, value)) for name, rle in rows]
 
 
 def encode_rle_csv(masks: Path, out_csv: Path, foreground: int | None = None) -> Path:

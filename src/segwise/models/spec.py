@@ -5,22 +5,62 @@ Loading never unpickles: safetensors for weights, `torch.load(weights_only=True)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from segwise.errors import CheckpointError
+from segwise.errors import CheckpointError, SegwiseError
 from segwise.io_utils import atomic_write, atomic_write_text
 from segwise.models.registry import create_model
 
 FORMAT = "segwise-model/1"
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.yaml"
+MAX_CHANNELS = 4096  # beyond these a model.yaml is damaged, and building its model would exhaust memory
+MAX_CLASSES = 65536  # index masks are written as uint16 at most
+
+
+def _whole(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(check(item) for item in v)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v), "a model name (see `segwise models`)"),
+    "encoder": (lambda v: v is None or isinstance(v, str), "an encoder name or null"),
+    "args": (lambda v: isinstance(v, dict), "a mapping of constructor arguments"),
+    "in_channels": (_whole(1, MAX_CHANNELS), f"a channel count 1 .. {MAX_CHANNELS}"),
+    "num_classes": (_whole(1, MAX_CLASSES), f"a class count 1 .. {MAX_CLASSES}"),
+    "class_names": (_list_of(lambda v: isinstance(v, str)), "a list of names"),
+    "palette": (_list_of(lambda c: isinstance(c, list) and len(c) == 3 and all(map(_whole(0, 255), c))),
+                "a list of [r, g, b] colours (0 .. 255)"),
+    "ignore_index": (_whole(-2**31, 2**31 - 1), "a whole number"),
+    "mean": (lambda v: v is None or _list_of(_number)(v), "a list of numbers or null"),
+    "std": (lambda v: v is None or _list_of(_number)(v), "a list of numbers or null"),
+    "extra_channels": (_list_of(lambda v: isinstance(v, str)), "a list of folder names"),
+    "image_size": (lambda v: v is None or (_list_of(_whole(1, 2**16))(v) and len(v) == 2), "[height, width] or null"),
+    "class_values": (lambda v: v is None or _list_of(_whole(-2**31, 2**31 - 1))(v), "a list of mask values or null"),
+    "binary": (lambda v: isinstance(v, bool), "true or false"),
+    "unmapped": (lambda v: v in ("error", "ignore", "background"), "error, ignore or background"),
+}
+"""What each model.yaml field must hold: checked on load, so a damaged file is named instead of failing inside a
+model constructor or at the first image."""
 
 
 @dataclass
@@ -55,6 +95,13 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any], source: str) -> ModelSpec:
         if data.get("format") != FORMAT:
             raise CheckpointError(f"{source}: not a segwise model description (format {data.get('format')!r})")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        problems = [f"{key} is missing" for key in required if key not in data]
+        problems += [f"{key} = {str(data[key])[:60]}: expected {what}" for key, (check, what) in _FIELD_CHECKS.items()
+                     if key in data and not check(data[key])]
+        if problems:
+            raise CheckpointError(f"{source} is damaged ({'; '.join(problems)}); restore it from a copy of the run "
+                                  "(training writes it with the weights)")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -91,7 +138,12 @@ def peek_spec(path: Path) -> ModelSpec:
     spec_file, _ = resolve_model_path(Path(path))
     if not spec_file.is_file():
         raise CheckpointError(f"{spec_file} is missing; a model needs its {SPEC_FILE} beside its weights")
-    described = yaml.safe_load(spec_file.read_text())
+    try:
+        described = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+        first_line = (str(exc).splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{spec_file} cannot be read ({type(exc).__name__}: {first_line}); the file is damaged: "
+                              "restore it from a copy of the run") from None
     return ModelSpec.from_dict(described if isinstance(described, dict) else {}, str(spec_file))
 
 
@@ -100,21 +152,48 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     path = Path(path)
     _, weights_file = resolve_model_path(path)
     spec = peek_spec(path)
-    if weights_file is None:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path} cannot be read as a checkpoint ({exc})") from None
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-            raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict); pass a run directory")
-        state = _strip_prefix(checkpoint["state_dict"])
-    else:
-        if not weights_file.is_file():
-            raise CheckpointError(f"{weights_file} is missing; the run may not have finished an epoch yet")
-        state = load_file(str(weights_file))
-    model = spec.build()
+    state = _read_checkpoint_state(path) if weights_file is None else _read_weights(weights_file)
+    model = _build(spec, path)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # wrong keys or shapes, or not tensors
         raise CheckpointError(f"weights in {weights_file or path} do not fit {spec.name}: {str(exc)[:400]}") from None
     return model.to(device).eval(), spec
+
+
+def _read_checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    """The network's weights from a Lightning `.ckpt`, read with `weights_only=True` (never unpickling code)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the odd pickle protocols of damaged files
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for damaged files
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{(str(exc).splitlines() or [''])[0][:200]}); the file is damaged or not a checkpoint: "
+                              "use the run's model.safetensors, or another checkpoint") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict); pass a run directory")
+    return _strip_prefix({k: v for k, v in checkpoint["state_dict"].items() if isinstance(k, str)})
+
+
+def _read_weights(weights_file: Path) -> dict[str, torch.Tensor]:
+    """The weights of a `model.safetensors`, with a damaged or truncated file named."""
+    if not weights_file.is_file():
+        raise CheckpointError(f"{weights_file} is missing; the run may not have finished an epoch yet")
+    try:
+        return load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_file} is damaged ({str(exc)[:200]}); restore it, or export it again from "
+                              "the run's checkpoints/last.ckpt") from None
+
+
+def _build(spec: ModelSpec, path: Path) -> nn.Module:
+    """The model a model.yaml describes; arguments its constructor refuses mean the file is damaged."""
+    try:
+        return spec.build()
+    except SegwiseError:
+        raise
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(f"the model described by {path} cannot be built ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); its {SPEC_FILE} is damaged or from another segwise version"
+                              ) from None

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from segwise.data.sketch.formats import Sketch, SketchDataError, category_parts, normalize
-from segwise.io_utils import atomic_write
+from segwise.io_utils import atomic_write_stream
+from segwise.progress import track
 
 __all__ = ["CACHE_VERSION", "load_prepared", "prepare"]
 
@@ -37,7 +38,8 @@ def prepare(
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
     if canvas is not None:
-        sketches = [normalize(sketch, canvas=canvas, box=box) for sketch in sketches]
+        sketches = [normalize(sketch, canvas=canvas, box=box)
+                    for sketch in track(sketches, f"normalising {out.stem}", unit="sketches")]
     categories = sorted({sketch.category for sketch in sketches})
     part_names = category_parts(sketches)
     strokes = [stroke for sketch in sketches for stroke in sketch.strokes]
@@ -52,12 +54,7 @@ def prepare(
         "part_names": np.array(json.dumps(part_names)),
         "keys": np.array([sketch.key for sketch in sketches], dtype=str),
     }
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temporary name
-            np.savez_compressed(handle, **arrays)
-
-    atomic_write(out, write)
+    atomic_write_stream(out, lambda handle: np.savez_compressed(handle, **arrays))
     return out
 
 

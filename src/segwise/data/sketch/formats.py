@@ -11,7 +11,7 @@ Three source formats are read into the same `Sketch` (strokes in drawing order, 
   ``partsUsed[j - 2]`` and ``none`` means ``details``.
 
 A stroke's label is the majority label of its points (SPG labels are constant within a stroke). Files may be
-plain, ``.gz`` or ``.xz``. A bad record is skipped with a warning naming ``file:line``, or rejected with a
+plain, ``.gz`` or ``.xz``. A bad record is skipped with one line on stderr naming ``file:line``, or rejected with a
 `SketchDataError` when ``on_error="raise"``; it never crashes the reader.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -30,6 +29,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from segwise.errors import DataError
+from segwise.progress import notice, track
 
 __all__ = [
     "CREATIVE_BIRD_PARTS",
@@ -55,6 +55,9 @@ SPLITS = ("train", "valid", "test")
 _MAX_COORD = 1e7  # beyond this a coordinate is corrupt (and float32 loses whole pixels)
 _MAX_LABEL = 2**31 - 1  # larger "labels" are corrupt values, and would not survive the cast to int64
 OnError = Literal["skip", "raise"]
+_JSON_ERRORS = (ValueError, RecursionError)  # bad JSON, bad UTF-8, integers of over 4300 digits, deep nesting
+_NUMBER_ERRORS = (TypeError, ValueError, OverflowError)  # np.asarray of non-numbers or of integers beyond float64
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError)  # damaged plain, .gz or .xz text
 
 
 class SketchDataError(DataError):
@@ -126,13 +129,13 @@ def sketch_format(path: str | Path, probe_lines: int = 20) -> str:
     try:
         with _open_text(path) as handle:
             lines = [line for _, line in zip(range(probe_lines), (line for line in handle if line.strip()))]
-    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
+    except _READ_ERRORS as exc:
         raise SketchDataError(f"{path}: cannot read ({exc}); check that the file is a complete plain, .gz or .xz "
                               "text file") from None
     for line in lines:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except _JSON_ERRORS:
             continue
         if not isinstance(record, dict):
             continue  # a line of a pretty-printed object, or a bad record reported later with its line
@@ -145,6 +148,17 @@ def sketch_format(path: str | Path, probe_lines: int = 20) -> str:
         raise SketchDataError(f"{path}: unknown sketch format (a record has keys {_keys(record)}); expected SPG JSON "
                               "('train_data'), per-point ndjson ('drawing') or CreativeSketch ('output.all_strokes')")
     return "spg_json"
+
+
+def _json_problem(exc: Exception) -> str:
+    """Why a JSON text cannot be read, in words (json's own errors and Python's limits alike)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, RecursionError):
+        return "invalid JSON (nested too deeply to be a sketch)"
+    return f"invalid JSON (a value cannot be read: {str(exc).split(';')[0][:100]})"
 
 
 def _keys(record: Any) -> str:
@@ -165,7 +179,7 @@ def read_sketches(
 
     ``category`` defaults to the file name (``face_raw.ndjson.xz`` -> ``face``). Without ``part_names`` the names
     are ``part_0 ... part_K`` (CreativeSketch: the bird or creature part list). Bad records are skipped with a
-    warning (``on_error="skip"``) or raise `SketchDataError` (``"raise"``).
+    line on stderr (``on_error="skip"``) or raise `SketchDataError` (``"raise"``).
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -216,8 +230,8 @@ def read_spg_folder(
                               "splits.json)")
     try:
         splits = json.loads(splits_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SketchDataError(f"{splits_file}: invalid JSON ({exc}); restore the file of the data set") from None
+    except _JSON_ERRORS as exc:
+        raise SketchDataError(f"{splits_file}: {_json_problem(exc)}; restore the file of the data set") from None
     if split not in (*SPLITS, "all"):
         raise SketchDataError(f"split {split!r} is unknown; choose one of {', '.join(SPLITS)} or all")
     wanted = list(splits) if categories is None else [categories] if isinstance(categories, str) else list(categories)
@@ -225,7 +239,7 @@ def read_spg_folder(
     if unknown:
         raise SketchDataError(f"{splits_file}: no category {', '.join(unknown)}; available: {', '.join(splits)}")
     sketches: list[Sketch] = []
-    for name in wanted:
+    for name in track(wanted, f"reading {split}", unit="categories"):
         raw = _find_raw(root, name)
         by_key = {s.key: s for s in read_sketches(raw, category=name, on_error=on_error,
                                                   part_names=read_part_names(root / "part_names" / f"{name}.txt"))}
@@ -239,7 +253,7 @@ def read_spg_folder(
             raise SketchDataError(f"{raw}: {len(missing)} key_ids of splits.json[{name}][{split}] are not in the file "
                                   f"(first: {missing[0]}); use the raw file that belongs to this splits.json")
         if missing:
-            warnings.warn(f"{raw}: {len(missing)} sketches of split {split} are missing or were skipped", stacklevel=2)
+            notice(f"{raw}: {len(missing)} sketches of split {split} are missing or were skipped")
         sketches += [by_key[key] for key in keys if key in by_key]
     return sketches
 
@@ -264,22 +278,23 @@ def _ndjson_items(path: Path) -> Iterator[tuple[str, Any]]:
                     continue
                 try:
                     record: Any = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    record = _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})", "fix or delete this line")
+                except _JSON_ERRORS as exc:
+                    record = _BadRecord(_json_problem(exc), "fix or delete this line")
                 yield f"{path}:{number}", record
-    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
+    except _READ_ERRORS as exc:
         raise SketchDataError(f"{path}:{number + 1}: cannot read this line ({exc}); the file is truncated or "
                               "corrupt, decompress it again or replace it") from None
 
 
 def _spg_json_items(path: Path) -> Iterator[tuple[str, Any]]:
     """(``file: train_data[i]``, sketch) for each sketch of a single SPG JSON object."""
-    with _open_text(path) as handle:
-        try:
+    try:
+        with _open_text(path) as handle:
             data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise SketchDataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); an SPG JSON file is one object "
-                                  "with a 'train_data' list") from None
+    except _READ_ERRORS + _JSON_ERRORS as exc:
+        problem = _json_problem(exc) if isinstance(exc, _JSON_ERRORS) else f"cannot read ({exc})"
+        raise SketchDataError(f"{path}: {problem}; an SPG JSON file is one complete object with a 'train_data' "
+                              "list") from None
     if not isinstance(data, dict) or not isinstance(data.get("train_data"), list):
         raise SketchDataError(f"{path}: no 'train_data' list (keys {_keys(data)}); expected the SPG JSON layout "
                               "{'train_data': [[[dx, dy, pen, group], ...], ...]}")
@@ -288,17 +303,16 @@ def _spg_json_items(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _collect(path: Path, records: Iterable[tuple[str, Any]], on_error: OnError) -> list[Sketch]:
-    """Run each record parser; skip (with a warning) or raise on bad records."""
+    """Run each record parser; skip (with one line on stderr naming file:line and why) or raise on bad records."""
     sketches: list[Sketch] = []
     skipped = 0
     for where, parse in records:
         try:
             sketches.append(parse())
         except _BadRecord as bad:
-            message = f"{where}: {bad.problem}; {bad.fix}"
             if on_error == "raise":
-                raise SketchDataError(message) from None
-            warnings.warn(f"skipped record {message}", stacklevel=3)
+                raise SketchDataError(f"{where}: {bad.problem}; {bad.fix}") from None
+            notice(f"{where}: record skipped: {bad.problem}; {bad.fix}")
             skipped += 1
     if not sketches:
         raise SketchDataError(f"{path}: no readable sketch ({skipped} bad records); check the file format")
@@ -354,7 +368,7 @@ def _parse_ndjson(raw: Any, category: str, names: list[str] | None) -> Sketch:
         try:
             # some SPG strokes repeat the label list as a 4th list; SketchGNN reads stroke[2] as well
             xs, ys, ls = (np.asarray(part, dtype=np.float64) for part in stroke[:3])
-        except (TypeError, ValueError):
+        except _NUMBER_ERRORS:
             raise _BadRecord(f"stroke {index} has non-numeric values",
                              "coordinates and labels must be numbers") from None
         if not (xs.ndim == ys.ndim == ls.ndim == 1 and len(xs) == len(ys) == len(ls) > 0):
@@ -374,7 +388,7 @@ def _parse_spg_points(raw: Any, category: str, names: list[str] | None, key: str
     """A list of stroke-3 points ``[dx, dy, pen_state, group]`` -> Sketch (offsets summed to absolute)."""
     try:
         points = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
+    except _NUMBER_ERRORS:
         raise _BadRecord("points are not a list of [dx, dy, pen, group]", "each point needs four numbers") from None
     if points.ndim != 2 or points.shape[1] != 4 or len(points) == 0:
         raise _BadRecord(f"points have shape {points.shape}", "each sketch is a non-empty list of [dx, dy, pen, group]")
@@ -401,7 +415,7 @@ def _parse_creative(raw: Any, category: str, names: list[str] | None) -> Sketch:
     if isinstance(output, str):
         try:
             output = json.loads(output)
-        except json.JSONDecodeError:
+        except _JSON_ERRORS:
             raise _BadRecord("'output' is a string that is not JSON", "store 'output' as an object") from None
     if not isinstance(output, dict) or not isinstance(output.get("all_strokes"), list):
         raise _BadRecord(f"no 'output.all_strokes' list (keys {_keys(raw)})",
@@ -418,7 +432,7 @@ def _parse_creative(raw: Any, category: str, names: list[str] | None) -> Sketch:
                 continue  # the original data has empty strokes; DoodlerGAN skips them too
             try:
                 segments = np.asarray(stroke, dtype=np.float64)
-            except (TypeError, ValueError):
+            except _NUMBER_ERRORS:
                 raise _BadRecord(f"step {j} has a malformed stroke", "a stroke is a list of [x1, y1, x2, y2]") from None
             if segments.ndim != 2 or segments.shape[1] != 4 or not np.isfinite(segments).all():
                 raise _BadRecord(f"step {j} has a stroke of shape {segments.shape}",

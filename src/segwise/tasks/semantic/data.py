@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from segwise.config import Config, DataConfig, read_yaml
+from segwise.config import Config, DataConfig, read_yaml, validate_config
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, read_sample_image
 from segwise.data.readers import find_split, holds_images, reader, split_dir
@@ -27,12 +27,14 @@ def with_dataset_defaults(data: DataConfig) -> DataConfig:
     """Fill the class options the config leaves unset from `<root>/dataset.yaml`, then from the layout's reader
     (`data.format`, e.g. iSAID's names and palette)."""
     defaults = dict(reader(data.format).class_options)
+    source = f"data.format {data.format}"
     if data.root is not None and (Path(data.root) / DATASET_FILE).is_file():
+        source = str(Path(data.root) / DATASET_FILE)
         defaults.update(read_yaml(Path(data.root) / DATASET_FILE))
     updates = {k: v for k, v in defaults.items() if k in DataConfig.model_fields and k not in data.model_fields_set}
     if not updates:
         return data
-    return DataConfig.model_validate({**data.model_dump(), **updates})
+    return validate_config({**data.model_dump(), **updates}, source, DataConfig)
 
 
 def infer_num_classes(samples: list[Sample], ignore_index: int) -> int:
@@ -89,11 +91,21 @@ def prepare_data(data: DataConfig) -> PreparedData:
     vals = {name: find_split(data.format, split_dir(data.root, name), data.extra_channels) for name in split_names}
     class_map = build_class_map(data, train)
     report = validate_samples(train, class_map) if data.validate_data else None
-    for samples in vals.values():
-        if data.validate_data:
-            validate_samples(samples, class_map)
     in_channels = report.channels if report else read_sample_image(train[0]).shape[2]
+    for samples in vals.values():
+        if data.validate_data:  # a validation split of other bands would fail only inside a loader, an epoch later
+            validate_samples(samples, class_map, reference=("training", in_channels))
+    check_statistics_length(data, in_channels)
     return PreparedData(train, vals, class_map, report, in_channels)
+
+
+def check_statistics_length(data: DataConfig, in_channels: int) -> None:
+    """data.mean/data.std need one value per input channel (image bands, then extra planes)."""
+    if data.mean is not None and len(data.mean) != in_channels:
+        extra = f" ({in_channels - len(data.extra_channels)} bands + {len(data.extra_channels)} extra planes)"
+        raise ConfigError(f"data.mean and data.std have {len(data.mean)} values but the images have {in_channels} "
+                          f"channels{extra if data.extra_channels else ''}; give one value per channel, or leave "
+                          "both unset to compute them from the training split")
 
 
 def data_fingerprint(samples: list[Sample]) -> str:
@@ -148,6 +160,10 @@ def check_data(config: Config) -> str:
     found = {split.name: find_split(data.format, split, data.extra_channels) for split in splits}
     class_map = build_class_map(data, [s for samples in found.values() for s in samples])
     names = data.class_names or [f"class_{i}" for i in range(class_map.num_classes)]
-    parts = [f"== {name} ({split_samples and len(split_samples)} samples) ==\n"
-             f"{validate_samples(split_samples, class_map).format(names)}" for name, split_samples in found.items()]
+    reports = {name: validate_samples(split_samples, class_map) for name, split_samples in found.items()}
+    if len({report.channels for report in reports.values()}) > 1:
+        counts = ", ".join(f"{name} {report.channels}" for name, report in reports.items())
+        raise DataError(f"{root}: the splits have different channel counts ({counts}); a model takes one count, so "
+                        "give every split the same bands and extra planes")
+    parts = [f"== {name} ({report.num_samples} samples) ==\n{report.format(names)}" for name, report in reports.items()]
     return "\n\n".join(parts) + f"\n\n{len(found)} split(s) valid."

@@ -22,6 +22,7 @@ from segwise.inference.whole import InferenceMode
 from segwise.io_utils import ensure_writable_dir
 from segwise.metrics import ConfusionMatrix, per_image_miou, write_metrics
 from segwise.models.spec import ModelSpec, resolve_model_path
+from segwise.progress import track
 from segwise.tasks.semantic.predict import Predictor, save_prediction, spec_class_map, with_ensemble
 from segwise.visualize import colorize, side_by_side, to_display_rgb
 
@@ -59,7 +60,7 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
     matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     worst: list[tuple[float, int, str, np.ndarray]] = []
     counter = itertools.count()
-    for sample in samples:
+    for sample in track(samples, "evaluating", unit="images"):
         image = read_sample_image(sample)
         target = read_sample_mask(sample, class_map, image.shape[:2])
         probs = predictor.predict_proba(image, str(sample.image))

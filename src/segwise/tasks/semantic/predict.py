@@ -12,15 +12,17 @@ import numpy as np
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, read_sample_image
 from segwise.data.readers import find_split, holds_images
-from segwise.data.io import IMAGE_EXTENSIONS, write_png
+from segwise.data.io import IMAGE_EXTENSIONS, write_npy, write_png
 from segwise.errors import ConfigError, DataError
 from segwise.inference.ensemble import Ensemble
+from segwise.inference.modes import DEFAULT_MAX_PIXELS
 from segwise.inference.predictor import Predictor
 from segwise.inference.raster import RASTER_EXTENSIONS, raster_size
 from segwise.inference.rle import raster_rle_encode, rle_encode, write_rle_csv
 from segwise.inference.whole import InferenceMode
 from segwise.io_utils import ensure_writable_dir
 from segwise.models.spec import ModelSpec
+from segwise.progress import track
 from segwise.visualize import colorize, overlay
 
 
@@ -35,7 +37,11 @@ def spec_class_map(spec: ModelSpec) -> ClassMap:
 
 def save_prediction(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray, probs: np.ndarray | None,
                     spec: ModelSpec, kinds: set[str]) -> None:
-    """Write the requested outputs: index PNG, colour PNG, overlay PNG, raw probabilities (.npy float16)."""
+    """Write the requested outputs: index PNG, colour PNG, overlay PNG, raw probabilities (.npy float16).
+
+    Each file is written atomically and replaces what a previous run left under its name (even a file a killed
+    run of an older version truncated), so running the same command again repairs every output.
+    """
     palette = np.asarray(spec.palette, dtype=np.uint8)
     if "index" in kinds:
         write_png(out_dir / "index" / f"{name}.png", pred.astype(np.uint8 if spec.num_classes <= 256 else np.uint16))
@@ -44,8 +50,7 @@ def save_prediction(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarra
     if "overlay" in kinds:
         write_png(out_dir / "overlay" / f"{name}.png", overlay(image, pred, palette))
     if "probs" in kinds and probs is not None:
-        (out_dir / "probs").mkdir(parents=True, exist_ok=True)
-        np.save(out_dir / "probs" / f"{name}.npy", probs.astype(np.float16))
+        write_npy(out_dir / "probs" / f"{name}.npy", probs.astype(np.float16))
 
 
 def prediction_inputs(path: Path, extra_channels: list[str], format: str = "folder") -> list[Sample]:
@@ -70,12 +75,12 @@ def prediction_inputs(path: Path, extra_channels: list[str], format: str = "fold
 class RasterOptions:
     """How `predict` streams large inputs: the size limit for PNG/JPEG and the extra GeoTIFF outputs."""
 
-    max_pixels: int = 100_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     probs: str | None = None  # "uint8" or "float16"
     confidence: bool = False
     color: bool = False
     overwrite: bool = False
-    progress: bool | None = None  # None: a progress bar for long jobs on a terminal
+    progress: bool | None = None  # None: shown for rasters of 64+ windows (a bar on a terminal, lines on a log)
 
 
 def streams(sample: Sample, max_pixels: int) -> bool:
@@ -108,7 +113,7 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
     check_rle_options(rle, rle_class, predictor.spec)
     out_dir = ensure_writable_dir(out_dir)
     written, rle_rows = [], []
-    for sample in prediction_inputs(inputs, predictor.spec.extra_channels, format):
+    for sample in track(prediction_inputs(inputs, predictor.spec.extra_channels, format), "predicting", unit="images"):
         if streams(sample, raster.max_pixels):
             result = predictor.predict_raster([sample.image, *sample.extras], out_dir / f"{sample.name}.tif",
                                               probs=raster.probs, confidence=raster.confidence, color=raster.color,

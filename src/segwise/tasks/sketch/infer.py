@@ -22,6 +22,7 @@ from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.sketch import sketch_metrics, write_sketch_metrics
 from segwise.models.contextseg import ContextSeg, StrokeClassifier
 from segwise.models.spec import ModelSpec, load_model
+from segwise.progress import progress, track
 from segwise.tasks.sketch.draw import draw_parts, sketch_svg
 
 
@@ -62,10 +63,13 @@ def segment_sketches(model: ContextSeg | StrokeClassifier, sketches: list[Sketch
     device = next(model.parameters()).device
     dataset = SketchDataset(sketches, model.categories, model.embedder.image_size, model.embedder.line_width)
     labels: list[np.ndarray] = []
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_sketches):
-        out = model.segment(batch["strokes"].to(device).float(), batch["stroke_valid"].to(device),
-                            batch["group_valid"].to(device)).cpu()
-        labels += [out[row, : sketches[index].num_strokes].numpy() for row, index in enumerate(batch["index"].tolist())]
+    with progress(len(sketches), "segmenting", "sketches") as counter:
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_sketches):
+            out = model.segment(batch["strokes"].to(device).float(), batch["stroke_valid"].to(device),
+                                batch["group_valid"].to(device)).cpu()
+            rows = enumerate(batch["index"].tolist())
+            labels += [out[row, : sketches[index].num_strokes].numpy() for row, index in rows]
+            counter.advance(len(batch["index"]))
     return labels
 
 
@@ -97,7 +101,8 @@ def predict(model_path: Path, input_path: Path, out_dir: Path, category: str | N
     out_dir = ensure_writable_dir(out_dir)
     canvas, width = model.embedder.image_size, model.embedder.line_width
     written, table = [], {}
-    for number, (sketch, labels) in enumerate(zip(sketches, segment_sketches(model, sketches))):
+    drawn = enumerate(zip(sketches, segment_sketches(model, sketches)))
+    for number, (sketch, labels) in track(drawn, "drawing", unit="sketches", total=len(sketches)):
         name = sketch.key or f"sketch_{number:05d}"
         atomic_write_text(out_dir / f"{name}.svg", sketch_svg(sketch, labels, canvas, width))
         written.append(write_png(out_dir / f"{name}.png", draw_parts(sketch, labels, canvas, width)))

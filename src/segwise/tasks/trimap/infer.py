@@ -35,6 +35,7 @@ from segwise.inference.whole import InferenceMode
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.confusion import nan_to_none
 from segwise.metrics.trimap import Averaging, TrimapMeter, format_trimap_table, matting_errors
+from segwise.progress import track
 from segwise.visualize import overlay
 
 PALETTE = [[0, 0, 0], [128, 128, 128], [255, 255, 255]]
@@ -77,7 +78,7 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, overlay_images: bo
     size = size or input_size(predictor.spec)
     out_dir = ensure_writable_dir(out_dir)
     written = []
-    for sample in find_matting_samples(inputs, require_alpha=True):
+    for sample in track(find_matting_samples(inputs, require_alpha=True), "predicting trimaps", unit="images"):
         image = read_rgb(sample.image)
         prompt = prompt_from_alpha(read_grey(sample.alpha, image.shape[:2]), prompt_threshold)
         classes = predict_probs(predictor, image, prompt, size, str(sample.image)).argmax(0)
@@ -104,12 +105,13 @@ def solve_alpha(image: np.ndarray, classes: np.ndarray, method: str = "cf") -> n
 
 def evaluate_dataset(predictor: Predictor, samples: list[MattingSample], *, size: int, band: int = 0,
                      prompt_threshold: int = 30, averaging: Averaging = "image", matte: str | None = None,
-                     save_dir: Path | None = None) -> dict[str, Any]:
+                     save_dir: Path | None = None, name: str = "") -> dict[str, Any]:
     """Trimap IoUs (per image and dataset-level) of one data set, plus mean SAD/MSE/gradient error of the alpha the
-    predicted trimaps give (whole image, against the GT alpha) when `matte` names a pymatting solver."""
+    predicted trimaps give (whole image, against the GT alpha) when `matte` names a pymatting solver; `name` labels
+    its progress."""
     meter = TrimapMeter(predictor.spec.ignore_index, averaging)
     errors: list[dict[str, float]] = []
-    for sample in samples:
+    for sample in track(samples, f"evaluating {name}".rstrip(), unit="images"):
         image = read_rgb(sample.image)
         alpha = read_grey(sample.alpha, image.shape[:2])
         target = sample_target(sample, alpha, band)
@@ -139,14 +141,19 @@ def evaluate(model_path: Path, datasets: Sequence[Path], out_dir: Path | None = 
     found = {Path(d).name: find_matting_samples(d, trimap_dir) for d in datasets}  # every folder checked up front
     if len(found) != len(datasets):
         raise ConfigError(f"data sets must have distinct folder names, got {[str(d) for d in datasets]}")
-    out_dir = ensure_writable_dir(out_dir or Path(model_path if Path(model_path).is_dir() else
-                                                  Path(model_path).parent) / "eval")
+    out_dir = ensure_writable_dir(out_dir or default_eval_dir(model_path))
     results = {name: evaluate_dataset(predictor, samples, size=size, band=band, prompt_threshold=prompt_threshold,
                                       averaging=averaging, matte=matte,
-                                      save_dir=out_dir / name if save else None)
+                                      save_dir=out_dir / name if save else None, name=name)
                for name, samples in found.items()}
     atomic_write_text(out_dir / "trimap_metrics.json", json.dumps(nan_to_none(results), indent=2) + "\n")
     return results
+
+
+def default_eval_dir(model_path: Path) -> Path:
+    """Where `evaluate` writes without an output folder: `<run>/eval` (the run of a model file)."""
+    model_path = Path(model_path)
+    return (model_path if model_path.is_dir() else model_path.parent) / "eval"
 
 
 def format_results(results: dict[str, dict[str, Any]]) -> str:

@@ -27,6 +27,10 @@ LOSSES = {"crossentropyloss2d": "ce", "diceloss": "dice", "focalloss": "focal", 
           "lovaszsoftmax": "lovasz"}
 SCHEDULERS = {"poly": "poly", "onecycle": "onecycle"}
 MONITORS = {"mean_iou": "val/miou", "pixel_accuracy": "val/accuracy", "val_loss": "val/loss", "loss": "val/loss"}
+TRAINER_KEYS = {"epochs": "trainer.max_epochs", "save_dir": "run.log_dir",
+                "save_period": "trainer.checkpoint_every_epochs", "early_stop": "trainer.early_stopping_patience",
+                "log_per_iter": "trainer.log_every_steps", "val_per_epochs": "trainer.val_every_epochs"}
+"""Keys of its `trainer` section that map one to one."""
 READER_TYPES: dict[str, str] = {}
 """Data-set `type`s with a segwise reader of the same layout (filled as readers are added); others read folders."""
 
@@ -235,18 +239,8 @@ def _trainer(data: dict, t: Translation) -> None:
         t.set("trainer.devices", data["n_gpu"], "n_gpu")
     for key, value in _section(data, "trainer").items():
         origin = f"trainer.{key}"
-        if key == "epochs":
-            t.set("trainer.max_epochs", value, origin)
-        elif key == "save_dir":
-            t.set("run.log_dir", value, origin)
-        elif key == "save_period":
-            t.set("trainer.checkpoint_every_epochs", value, origin)
-        elif key == "early_stop":
-            t.set("trainer.early_stopping_patience", value, origin)
-        elif key == "log_per_iter":
-            t.set("trainer.log_every_steps", value, origin)
-        elif key == "val_per_epochs":
-            t.set("trainer.val_every_epochs", value, origin)
+        if key in TRAINER_KEYS:
+            t.set(TRAINER_KEYS[key], value, origin)
         elif key == "val":
             if not value:
                 t.set("data.val_split", None, origin)

@@ -66,6 +66,7 @@ def test_remap_mirrors_the_root_links_images_and_prints_both_histograms(grey_roo
                            "val/images/c.png", "val/masks/c.png"]
     np.testing.assert_array_equal(read_mask(out / "train" / "masks" / "a.png"), _mask({1: 10, 2: 5, 0: 3}))
     assert os.path.samefile(out / "train" / "images" / "a.png", grey_root / "train" / "images" / "a.png")
+    assert not list(out.rglob(".*"))  # no temporary file left behind
     before, after = text.split("mask values after:")
     assert "mask values before (3 masks)" in before and "255" in before and "128" in before
     rows = {int(line.split()[0]): int(line.split()[1].replace(",", "")) for line in after.splitlines()[1:]
@@ -143,6 +144,18 @@ def test_map_parsing_names_the_bad_entry():
             parse_value_map(words)
 
 
+@pytest.mark.parametrize(("command", "flags"), [
+    ("remap", ["--map", "--unmapped", "--ignore-index", "--palette", "--copy", "--add-dirs"]),
+    ("filter", ["--keep-class", "--min-pixels", "--min-share", "--max-empty-share", "--seed", "--copy"]),
+    ("planes", ["--from", "--planes", "--copy"]),
+    ("tile", ["--offset", "--edge", "shift,pad,drop", "the smp trainer's shift"])])
+def test_help_lists_the_flags(command: str, flags: list[str], capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["data", command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert info.value.code == 0 and all(flag in text for flag in flags)
+
+
 # ---- the shared checks ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv", [["remap", "--map", "64:1", "--unmapped", "keep"], ["filter", "--keep-class", "64"],
                                   ["planes", "--from", "{root}", "--planes", "nir"]])
@@ -192,7 +205,7 @@ def test_filter_keeps_the_class_with_its_planes_and_a_seeded_share_of_empty_tile
     shared = filter_samples(tiles, tmp_path / "b", [2], min_share=0.4, max_empty_share=0.5, seed=3)
     assert (shared.splits[0].with_class, shared.splits[0].empty_kept) == (1, 1)  # 30/64 ≥ 0.4; one empty = half
     again = filter_samples(tiles, tmp_path / "c", [2], max_empty_share=0.5, seed=3)
-    same = filter_samples(tiles, tmp_path / "d", [2], max_empty_share=0.5, seed=3)
+    filter_samples(tiles, tmp_path / "d", [2], max_empty_share=0.5, seed=3)
     assert again.splits[0].empty_kept == 3 and _files(tmp_path / "c") == _files(tmp_path / "d")
 
 

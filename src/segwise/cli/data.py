@@ -32,8 +32,9 @@ def register(sub: Any) -> None:
 
     tile = dsub.add_parser("tile", help="cut a split of large images into fixed windows (index masks, pad 255)",
                            description="Windows of --size pixels every --stride pixels, the last row/column moved "
-                                       "back to end on the border; smaller images are padded (image 0, mask "
-                                       "ignore). Masks are written as class-index PNGs.")
+                                       "back to end on the border (or padded, or dropped: --edge); smaller images "
+                                       "are padded (image 0, mask ignore). Masks are written as class-index PNGs, "
+                                       "--add-dirs planes are cut with their images.")
     tile.add_argument("src", type=Path, help="split folder with images/ and masks/ (and --add-dirs planes)")
     tile.add_argument("out", type=Path, help="output split folder (gets images/, masks/ and the plane folders)")
     tile.add_argument("--size", type=int, default=896, help="window side in pixels (default 896, FactSeg)")
@@ -65,9 +66,9 @@ def register_prepare(dsub: Any) -> None:
                        help="values --map leaves out: keep (default: written unchanged), ignore (written as "
                             "--ignore-index) or error (refused, listing them)")
     remap.add_argument("--ignore-index", type=int, default=255, help="the value of ignored pixels (default 255)")
-    remap.add_argument("--palette", action=flags.ListAction, metavar="#RRGGBB",
-                       help="colour masks: the colour of each value in order (colour i reads as value i before "
-                            "--map; --map may then be left out)")
+    remap.add_argument("--palette", action=flags.ListAction, metavar="RRGGBB",
+                       help="colour masks: the colour of each value in order, e.g. 000000 ff0000 (or quoted "
+                            "'#ff0000'); colour i reads as value i before --map, which may then be left out")
     flags.add_extra_dirs_flag(remap)
     remap.set_defaults(handler=cmd_remap)
 
@@ -98,8 +99,9 @@ def register_prepare(dsub: Any) -> None:
 def _mirror_parser(dsub: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     """A `data` subcommand reading SRC and writing its mirror OUT."""
     parser = dsub.add_parser(name, help=summary, description=description)
-    parser.add_argument("src", type=Path, help="split folder (images/, masks/) or data-set root (train/, val/, ...)")
-    parser.add_argument("out", type=Path, help="output folder, mirroring SRC; not inside SRC")
+    parser.add_argument("src", type=Path, metavar="SRC",
+                        help="split folder (images/, masks/) or data-set root (train/, val/, ...)")
+    parser.add_argument("out", type=Path, metavar="OUT", help="output folder, mirroring SRC; not inside SRC")
     parser.add_argument("--copy", action="store_true",
                         help="copy images and planes (default: hard links, copies across file systems)")
     return parser

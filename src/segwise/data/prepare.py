@@ -142,14 +142,17 @@ def _link(source: Path, target: Path) -> bool:
     return True
 
 
-def carry_dataset_file(src: Path, out: Path, transfers: Transfers) -> bool:
-    """Put a data-set root's dataset.yaml (class names, palette) beside the mirrored splits; False when there is
-    none."""
-    source = Path(src) / DATASET_FILE
-    if holds_images(src) or not source.is_file():
-        return False
-    transfers.put(source, Path(out) / DATASET_FILE)
-    return True
+def carry_dataset_file(src: Path, out: Path, transfers: Transfers) -> None:
+    """Put a data-set root's dataset.yaml (class names, palette) beside the mirrored splits, when it has one."""
+    source = _dataset_file(Path(src))
+    if source is not None:
+        transfers.put(source, Path(out) / DATASET_FILE)
+
+
+def _dataset_file(src: Path) -> Path | None:
+    """The dataset.yaml of a data-set root (a split folder has none of its own)."""
+    path = src / DATASET_FILE
+    return path if path.is_file() and not holds_images(src) else None
 
 
 def _mask_values(path: Path) -> np.ndarray:
@@ -292,13 +295,7 @@ def remap_masks(src: str | Path, out: str | Path, remapping: Remapping, extra_ch
     written."""
     splits = find_splits(src, out, extra_channels, tool="remapped")
     samples = [(split, sample) for split in splits for sample in split.samples]
-    before: Counter[int] = Counter()
-    first_seen: dict[int, Path] = {}
-    for _, sample in track(samples, "reading masks", unit="masks"):
-        codes, counts = np.unique(remapping.read(sample.mask), return_counts=True)
-        for code, count in zip(codes.tolist(), counts.tolist()):
-            before[code] += count
-            first_seen.setdefault(code, sample.mask)
+    before, first_seen = _value_counts(remapping, [sample.mask for _, sample in samples])
     table = _value_table(remapping, before, first_seen)
     dtype = np.uint8 if max(table.values(), default=0) <= 255 else np.uint16
     carried = [(split.mirror(path), path) for split, sample in samples for path in (sample.image, *sample.extras)]
@@ -314,12 +311,23 @@ def remap_masks(src: str | Path, out: str | Path, remapping: Remapping, extra_ch
     after: Counter[int] = Counter()
     for code, count in before.items():
         after[table[code]] += count
-    notes = []
-    if (Path(src) / DATASET_FILE).is_file() and not holds_images(Path(src)):
-        notes.append(f"{Path(src) / DATASET_FILE} was not carried: its class options describe the old values; write "
-                     f"{Path(out) / DATASET_FILE} for the new ones if you need it")
+    dataset_file = _dataset_file(Path(src))
+    notes = [f"{dataset_file} was not carried: its class options describe the old values; write "
+             f"{Path(out) / DATASET_FILE} for the new ones if you need it"] if dataset_file else []
     labels = {remapping.label(code): count for code, count in sorted(before.items())}
     return RemapReport(labels, dict(after), len(samples), transfers, notes)
+
+
+def _value_counts(remapping: Remapping, masks: Sequence[Path]) -> tuple[Counter[int], dict[int, Path]]:
+    """Pixels per code over all masks, and the first mask holding each code (for messages)."""
+    counts: Counter[int] = Counter()
+    first_seen: dict[int, Path] = {}
+    for path in track(masks, "reading masks", unit="masks"):
+        codes, pixels = np.unique(remapping.read(path), return_counts=True)
+        for code, count in zip(codes.tolist(), pixels.tolist()):
+            counts[code] += count
+            first_seen.setdefault(code, path)
+    return counts, first_seen
 
 
 def _mask_target(split: Split, sample: Sample) -> Path:
@@ -376,6 +384,8 @@ class SplitKept:
 
 @dataclass
 class FilterReport:
+    """What `filter` kept, per split, and how the files reached OUT."""
+
     splits: list[SplitKept]
     classes: tuple[int, ...]
     transfers: Transfers

@@ -71,7 +71,7 @@ def test_smp_mode_and_unknown_keys(tmp_path: Path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ('{"arch": {"type": "HRNet"}}', r'arch.type = "HRNet" has no segwise model'),
-    ('{"arch": {"type": "ENet"}, "loss": "Tversky"}', r'loss = "Tversky" has no segwise loss'),
+    ('{"arch": {"type": "ENet"}, "loss": "Tversky"}', r'loss = "Tversky" has no segwise equivalent'),
     ('{"arch": {"type": "ENet"},\n "loss": }', r"not valid JSON at line 2"),
 ])
 def test_what_cannot_be_translated_is_one_clear_error(tmp_path: Path, text: str, message: str):

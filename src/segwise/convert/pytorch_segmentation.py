@@ -203,6 +203,14 @@ def _loaders(data: dict, t: Translation) -> None:
             t.note(origin, value, "validation runs on whole images, without crops or augmentation")
 
 
+def _lookup(table: dict[str, str], value: Any, key: str, fix: str) -> str:
+    """The segwise name of a pytorch-segmentation name (case-insensitive), or one error naming key and value."""
+    if str(value).lower() not in table:
+        raise ConfigError(f"config.json: {key} = {json.dumps(value)} has no segwise equivalent (known: "
+                          f"{', '.join(sorted(table))}); choose {fix} yourself")
+    return table[str(value).lower()]
+
+
 def _optimisation(data: dict, t: Translation) -> None:
     optimizer = _section(data, "optimizer")
     if "type" in optimizer:
@@ -213,20 +221,13 @@ def _optimisation(data: dict, t: Translation) -> None:
         target = f"optimizer.{key}" if key in ("lr", "weight_decay") else f"optimizer.args.{key}"
         t.set(target, value, f"optimizer.args.{key}")
     if "loss" in data:
-        loss = str(data["loss"])
-        if loss.lower() not in LOSSES:
-            raise ConfigError(f"config.json: loss = {json.dumps(loss)} has no segwise loss (known: "
-                              f"{', '.join(sorted(LOSSES))}); pick one with --loss")
-        t.set("loss.name", LOSSES[loss.lower()], "loss")
+        t.set("loss.name", _lookup(LOSSES, data["loss"], "loss", "--loss"), "loss")
     if "ignore_index" in data:
         t.set("data.ignore_index", data["ignore_index"], "ignore_index")
     scheduler = _section(data, "lr_scheduler")
     if "type" in scheduler:
-        kind = str(scheduler["type"])
-        if kind.lower() not in SCHEDULERS:
-            raise ConfigError(f"config.json: lr_scheduler.type = {json.dumps(kind)} is not one of "
-                              f"{', '.join(SCHEDULERS)}; choose scheduler.name yourself")
-        t.set("scheduler.name", SCHEDULERS[kind.lower()], "lr_scheduler.type")
+        t.set("scheduler.name", _lookup(SCHEDULERS, scheduler["type"], "lr_scheduler.type", "scheduler.name"),
+              "lr_scheduler.type")
     for key, value in _section(scheduler, "args").items():
         t.note(f"lr_scheduler.args.{key}", value, "set scheduler.* (e.g. warmup_steps, in iterations) instead")
 

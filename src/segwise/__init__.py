@@ -1,3 +1,5 @@
 """segwise: train, evaluate, run and export semantic-segmentation models."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("segwise")  # one source of truth: pyproject.toml

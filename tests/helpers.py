@@ -48,3 +48,15 @@ def write_geotiff(path: Path, pixels: np.ndarray, nodata: float | None = 0, bloc
                        tiled=True, blockxsize=block, blockysize=block) as dst:
         dst.write(pixels)
     return path
+
+
+def save_untrained_trimap_run(directory: Path) -> Path:
+    """An untrained one-block trimap ViT (32-px input, patch 4) saved as a run directory: enough to exercise what
+    `segwise trimap predict/eval` read and write."""
+    from segwise.models.spec import ModelSpec, save_model
+
+    args = {"size": "tiny", "patch_size": 4, "img_size": 32, "depth": 1, "head_channels": 16, "upsample": "x1"}
+    spec = ModelSpec("trimap_vit", None, args, 4, 3, ["background", "unknown", "foreground"],
+                     [[0, 0, 0], [128, 128, 128], [255, 255, 255]])
+    save_model(spec.build(), spec, directory)
+    return directory

@@ -23,6 +23,7 @@ from segwise.data.synthetic import make_synthetic_dataset
 from segwise.errors import SegwiseError
 from segwise.io_utils import atomic_write_bytes, ensure_writable_dir, remove_stale_temps, temp_path
 from segwise.models.spec import ModelSpec, save_model
+from tests.helpers import save_untrained_trimap_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -287,11 +288,7 @@ def test_trimap_predict_writes_atomically(tmp_path_factory, tmp_path, renames):
     from segwise.data.matting import make_synthetic_matting
 
     root = make_synthetic_matting(tmp_path_factory.mktemp("mattes"), num_train=0, num_val=1, size=32, seed=0)
-    run = tmp_path_factory.mktemp("trimap_run")
-    args = {"size": "tiny", "patch_size": 4, "img_size": 32, "depth": 1, "head_channels": 16, "upsample": "x1"}
-    spec = ModelSpec("trimap_vit", None, args, 4, 3, ["background", "unknown", "foreground"],
-                     [[0, 0, 0], [128, 128, 128], [255, 255, 255]])
-    save_model(spec.build(), spec, run)
+    run = save_untrained_trimap_run(tmp_path_factory.mktemp("trimap_run"))
     out = tmp_path / "trimaps"
     assert main(["trimap", "predict", str(run), str(root / "val"), "-o", str(out), "--device", "cpu",
                  "--save", "overlay"]) == 0

@@ -11,6 +11,7 @@ import yaml
 from segwise.cli import COMMAND_MODULES, build_parser, main
 from segwise.cli.flags import config_flags, saved_kinds
 from segwise.data.io import write_png
+from tests.helpers import save_untrained_trimap_run
 
 
 def _help(argv: list[str], capsys) -> str:
@@ -165,15 +166,9 @@ def test_save_takes_output_kinds_everywhere(argv, kinds):
 def trimap_run(tmp_path_factory) -> tuple[Path, Path]:
     """An untrained one-block trimap ViT saved as a run directory, and two synthetic mattes to run it on."""
     from segwise.data.matting import make_synthetic_matting
-    from segwise.models.spec import ModelSpec, save_model
 
     root = make_synthetic_matting(tmp_path_factory.mktemp("mattes"), num_train=0, num_val=2, size=32, seed=0)
-    run = tmp_path_factory.mktemp("runs")
-    args = {"size": "tiny", "patch_size": 4, "img_size": 32, "depth": 1, "head_channels": 16, "upsample": "x1"}
-    spec = ModelSpec("trimap_vit", None, args, 4, 3, ["background", "unknown", "foreground"],
-                     [[0, 0, 0], [128, 128, 128], [255, 255, 255]])
-    save_model(spec.build(), spec, run)
-    return run, root / "val"
+    return save_untrained_trimap_run(tmp_path_factory.mktemp("runs")), root / "val"
 
 
 def test_trimap_predict_overlay_alias_does_what_save_overlay_does(trimap_run, tmp_path):

@@ -104,8 +104,9 @@ def inspect_checkpoint(path: Path) -> SmpCheckpoint:
     found = SmpCheckpoint(_state_of(raw, Path(path)))
     if not isinstance(raw, dict) or all(isinstance(v, Tensor) for v in raw.values()):
         return found  # a bare state_dict names nothing
-    found.arch = raw.get("model_name") or _smp_args(raw)["arch"]
-    found.encoder = raw.get("encoder_name") or _smp_args(raw)["encoder"]
+    named = _smp_args(raw)
+    found.arch = raw.get("model_name") or named["arch"]
+    found.encoder = raw.get("encoder_name") or named["encoder"]
     if raw.get("class_list") is not None:
         found.class_values = [int(v) for v in np.asarray(raw["class_list"]).ravel()]
     found.extra_channels = [str(d) for d in raw.get("add_dirs") or []]

@@ -30,11 +30,12 @@ demo: install
 	@echo "overlays of the held-out images                : $(DEMO)/predictions/overlay/"
 	@echo "TensorBoard                                    : $(BIN)/tensorboard --logdir $(DEMO)/runs/demo/tensorboard"
 
+# One test process per core (at most 4: each holds its own torch); tests/conftest.py splits the threads between them.
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n auto --maxprocesses 4
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses 4
 
 clean:
 	rm -rf $(VENV) $(DEMO) runs .pytest_cache

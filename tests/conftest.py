@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from segwise.data.synthetic import make_synthetic_dataset
+
+# Under pytest-xdist (`make test` runs one worker per core) each worker takes its share of the cores, so that
+# workers do not fight over them with torch's default of one thread per core each.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(scope="session")

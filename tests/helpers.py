@@ -3,6 +3,8 @@ tiny network with known geometry. Fixtures live in conftest.py; everything impor
 
 from __future__ import annotations
 
+import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,21 @@ def save_untrained_trimap_run(directory: Path) -> Path:
                      [[0, 0, 0], [128, 128, 128], [255, 255, 255]])
     save_model(spec.build(), spec, directory)
     return directory
+
+
+def rule_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The parity fixtures' deterministic weight rule (../shared/reference/factseg_parity/README § 3; the ContextSeg
+    and trimap fixtures use it too): a generator seeded by the parameter's name, float32 as it was applied."""
+    g = torch.Generator().manual_seed(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+    shape = tuple(shape)
+    if name.endswith("num_batches_tracked"):
+        return torch.zeros((), dtype=torch.int64)
+    if name.endswith("running_mean"):
+        return 0.1 * torch.randn(shape, generator=g)
+    if name.endswith("running_var"):
+        return 0.5 + torch.rand(shape, generator=g)
+    if len(shape) >= 2:
+        return torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+    if name.endswith("weight"):
+        return 1 + 0.1 * torch.randn(shape, generator=g)
+    return 0.1 * torch.randn(shape, generator=g)

@@ -1,6 +1,7 @@
-"""Classic architectures of pytorch-segmentation's zoo (SegNet, FCN-8s, ENet, GCN, DUC-HDC): what is particular to
-each — index unpooling, bilinear upsampler init, ENet's size, GCN's large separable kernels, HDC's dilation rates
-and DUC's sub-pixel output — and learning a tiny synthetic task. Shapes, strides, channels, the model file and
+"""Classic architectures of pytorch-segmentation's zoo (SegNet, FCN-8s, ENet, GCN, DUC-HDC, U-Net, SegResNet,
+PSPNet): what is particular to each — index unpooling, bilinear upsampler init, ENet's and U-Net's size, GCN's large
+separable kernels, HDC's dilation rates, DUC's sub-pixel output, SegResNet's mirrored decoder, PSPNet's dilated
+pyramid and auxiliary loss — and learning a tiny synthetic task. Shapes, strides, channels, the model file and
 ONNX export are checked for every model by tests/test_model_contract.py."""
 
 import numpy as np
@@ -9,15 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segwise.config import load_config
+from segwise.engine.module import SegmentationTask
 from segwise.errors import ModelError
 from segwise.models import create_model, input_stride, list_models, model_entry
 from segwise.models.classic import bilinear_kernel
 from segwise.models.classic.duc_hdc import DenseUpsampling, hybrid_dilation
 from segwise.models.classic.gcn import BoundaryRefinement, GlobalConvolution
+from segwise.models.spec import ModelSpec
 
 TINY = {"segnet": {"base_channels": 8}, "fcn8": {"base_channels": 8, "fc_channels": 32},
         "enet": {"base_channels": 8}, "gcn": {"encoder": "tu-test_resnet", "kernel_size": 5},
-        "duc_hdc": {"encoder": "resnet18"}}
+        "duc_hdc": {"encoder": "resnet18"}, "segresnet": {"encoder": "tu-test_resnet"},
+        "unet_classic": {"base_channels": 8}, "pspnet_dilated": {"encoder": "tu-test_resnet"}}
 STEPS = {"fcn8": 60, "duc_hdc": 12}  # FCN-8s has no BatchNorm and leaves the class-prior plateau later
 CLASSIC = list_models("classic")
 
@@ -30,15 +35,25 @@ def tiny(name: str, in_channels: int = 4, classes: int = 3, seed: int = 0) -> nn
 
 
 def test_classic_family_strides_and_encoders():
-    """GCN and DUC-HDC sit on an smp encoder; the others have fixed VGG-like / ENet bodies."""
+    """GCN, DUC-HDC, SegResNet and PSPNet sit on an smp encoder; the others have fixed VGG-like / ENet / U-Net
+    bodies."""
     assert CLASSIC == sorted(TINY)
-    assert {n: model_entry(n).uses_encoder for n in CLASSIC} == {"duc_hdc": True, "enet": False, "fcn8": False,
-                                                                 "gcn": True, "segnet": False}
-    assert {n: input_stride(tiny(n)) for n in CLASSIC} == {"duc_hdc": 8, "enet": 8, "fcn8": 32, "gcn": 32,
-                                                           "segnet": 32}
-    assert type(create_model("gcn").encoder).__name__ == "ResNetEncoder"  # ResNet-50 by default
+    assert {n: model_entry(n).uses_encoder for n in CLASSIC} == {
+        "duc_hdc": True, "enet": False, "fcn8": False, "gcn": True, "pspnet_dilated": True, "segnet": False,
+        "segresnet": True, "unet_classic": False}
+    assert {n: input_stride(tiny(n)) for n in CLASSIC} == {
+        "duc_hdc": 8, "enet": 8, "fcn8": 32, "gcn": 32, "pspnet_dilated": 8, "segnet": 32, "segresnet": 32,
+        "unet_classic": 16}
+    with torch.device("meta"):  # the default backbones' structure, without initialising their weights
+        assert type(create_model("gcn").encoder).__name__ == "ResNetEncoder"  # ResNet-50 by default
+        assert [m.encoder.out_channels[-1] for m in (create_model("segresnet"), create_model("pspnet_dilated"))] \
+            == [2048, 2048]  # ResNet-50, as pytorch-segmentation's
     with pytest.raises(ModelError, match="not one of smp's ResNets"):
         create_model("duc_hdc", encoder="tu-test_resnet")
+    with pytest.raises(ModelError, match="segresnet mirrors a ResNet's stages"):
+        create_model("segresnet", encoder="efficientnet-b0")
+    with pytest.raises(ModelError, match="cannot run at output stride 8"):
+        create_model("pspnet_dilated", encoder="tu-test_vit")
 
 
 def _top_left_indices(shape: torch.Size) -> torch.Tensor:
@@ -161,6 +176,74 @@ def test_duc_hdc_keeps_stride_8_and_dense_upsampling_starts_as_nearest_neighbour
     torch.testing.assert_close(cells, cells[:, :, :, :1, :, :1].expand_as(cells))  # ICNR: one value per 4×4 cell
 
 
+def test_unet_has_the_papers_size_and_widths():
+    """The paper's 31 M parameters at base width 64; blocks at widths 64 … 1024 and strides 1 … 16."""
+    with torch.device("meta"):
+        assert 31.0e6 < sum(p.numel() for p in create_model("unet_classic", classes=2).parameters()) < 31.1e6
+    model = tiny("unet_classic").eval()
+    seen = []
+    for block in model.down:
+        block.register_forward_hook(lambda _m, _inputs, out: seen.append(tuple(out.shape[1:])))
+    with torch.no_grad():
+        model(torch.randn(1, 4, 32, 48))
+    assert seen == [(8, 32, 48), (16, 16, 24), (32, 8, 12), (64, 4, 6), (128, 2, 3)]
+
+
+def test_segresnet_mirrors_resnet50_and_unpools_by_the_stem_indices():
+    """Decoder stages of ResNet-50's 3, 6, 4, 3 blocks, each ending at the next stage's width; the stride-4 map is
+    unpooled to the positions of the stem max-pool's maxima."""
+    with torch.device("meta"):
+        model = create_model("segresnet")
+    assert [len(stage) for stage in model.decoder] == [3, 6, 4, 3]
+    assert [stage[-1].residual[-2].out_channels for stage in model.decoder] == [1024, 512, 256, 64]
+    model = tiny("segresnet").eval()
+    stem, unpooled = [], []
+    model.encoder.model.act1.register_forward_hook(lambda _m, _inputs, out: stem.append(out))
+    model.classifier.register_forward_hook(lambda _m, inputs, _out: unpooled.append(inputs[0]))
+    with torch.no_grad():
+        model(torch.randn(1, 4, 64, 64))
+    _, indices = F.max_pool2d(stem[0], 3, 2, 1, return_indices=True)
+    at_maxima = torch.zeros_like(unpooled[0]).flatten(2).scatter_(2, indices.flatten(2), 1.0)
+    values = unpooled[0].flatten(2)
+    assert (values[at_maxima == 0] == 0).all() and values.count_nonzero() > 0
+
+
+def test_pspnet_keeps_stride_8_pools_to_the_bins_and_runs_its_aux_head_only_when_asked():
+    model = tiny("pspnet_dilated").train()
+    pooled, aux_calls = [], []
+    for branch in model.head[0].branches:
+        branch.register_forward_hook(lambda _m, _inputs, out: pooled.append(tuple(out.shape[-2:])))
+    model.aux_head.register_forward_hook(lambda _m, inputs, _out: aux_calls.append(tuple(inputs[0].shape[1:])))
+    x = torch.randn(2, 4, 48, 64)
+    features = model.encoder(x)
+    assert [f.shape[-1] for f in features[-3:]] == [8, 8, 8]  # res-3 … res-5 at stride 8: dilation, not stride
+    logits = model(x)
+    assert isinstance(logits, torch.Tensor) and not aux_calls  # no aux head unless asked, even in training
+    assert pooled == [(1, 1), (2, 2), (3, 3), (6, 6)]
+    main, aux = model(x, aux=True)
+    assert main.shape == aux.shape == (2, 3, 48, 64)
+    assert aux_calls == [(features[-2].shape[1], 6, 8)]  # the aux head reads res-4
+    with pytest.raises(ModelError, match="bins"):
+        create_model("pspnet_dilated", encoder="tu-test_resnet", bins=[1, 0])
+
+
+@pytest.mark.parametrize("aux_weight", [0.0, 0.25])
+def test_the_training_step_adds_aux_weight_times_the_aux_loss(aux_weight: float):
+    """`loss.aux_weight` × the same loss on the auxiliary logits (eval mode: no dropout, so both sides agree)."""
+    config = load_config(overrides=[f"loss.aux_weight={aux_weight}", "loss.name=ce + dice"])
+    model = tiny("pspnet_dilated", in_channels=3)
+    spec = ModelSpec(name="pspnet_dilated", encoder="tu-test_resnet", args={}, in_channels=3, num_classes=3,
+                     class_names=["a", "b", "c"], palette=[[0, 0, 0]] * 3)
+    task = SegmentationTask(model, spec, config, []).eval()
+    batch = {"image": torch.randn(2, 3, 32, 32), "mask": torch.randint(0, 3, (2, 32, 32))}
+    with torch.no_grad():
+        loss = task.training_step(batch, 0)
+        main, aux = model(batch["image"], aux=True)
+        main_loss = task.loss(main, batch["mask"])
+        torch.testing.assert_close(loss, main_loss + aux_weight * task.loss(aux, batch["mask"]))
+    assert load_config().loss.aux_weight == 0.4  # pytorch-segmentation's weight
+
+
 def _square_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Bright squares of random size and place on a dark noisy background; class 1 = square."""
     gen = torch.Generator().manual_seed(0)
@@ -176,7 +259,11 @@ def _square_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("name", CLASSIC)
 def test_learns_a_bright_square(name: str):
+    """The loss falls below half its start and half the class prior's (the cross-entropy of predicting each class's
+    pixel share everywhere, which a model that ignores the image can reach)."""
     images, masks = _square_batch()
+    share = masks.float().mean().item()
+    prior = -(share * np.log(share) + (1 - share) * np.log(1 - share))
     model = tiny(name, classes=2).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -186,4 +273,4 @@ def test_learns_a_bright_square(name: str):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
+    assert np.mean(losses[-5:]) < 0.5 * min(losses[0], prior), losses

@@ -21,10 +21,10 @@ ARCH_MODE = """{
     "use_synch_bn": false,
     /* the model zoo */
     "arch": {"type": "ENet", "args": {"freeze_bn": false, "freeze_backbone": false}},
-    "train_loader": {"type": "VOC", "args": {"data_dir": "data/", "batch_size": 4, "base_size": 64,
+    "train_loader": {"type": "DeepScene", "args": {"data_dir": "data/", "batch_size": 4, "base_size": 64,
         "crop_size": 32, "augment": true, "shuffle": true, "scale": true, "flip": true, "rotate": true,
         "blur": false, "split": "train", "num_workers": 0}},
-    "val_loader": {"type": "VOC", "args": {"data_dir": "data/", "batch_size": 4, "crop_size": 48, "val": true,
+    "val_loader": {"type": "DeepScene", "args": {"data_dir": "data/", "batch_size": 4, "crop_size": 48, "val": true,
         "split": "val", "num_workers": 0}},
     "optimizer": {"type": "SGD", "differential_lr": true, "args": {"lr": 0.01, "weight_decay": 1e-4,
         "momentum": 0.9}},

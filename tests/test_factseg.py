@@ -26,7 +26,7 @@ from segwise.models import create_model, input_stride
 from segwise.convert.factseg import convert_official_state_dict, load_official_checkpoint, official_encoder_name
 from segwise.models.factseg import collaborative_log_probs
 from segwise.tasks.semantic.train import train
-from tests.helpers import SHARED_DATASETS, quick_config
+from tests.helpers import SHARED_DATASETS, quick_config, rule_tensor
 
 PARITY = SHARED_DATASETS.parent / "reference" / "factseg_parity"
 SMALL = {"fpn_channels": 16, "decoder_channels": 8}
@@ -54,24 +54,7 @@ def _official_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _rule_weights(keys: list) -> dict[str, torch.Tensor]:
     """The fixture's deterministic weight rule (README § 3), in float32 as it was applied."""
-    state = {}
-    for name, shape, _ in keys:
-        g = torch.Generator().manual_seed(int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
-        shape = tuple(shape)
-        if name.endswith("num_batches_tracked"):
-            tensor = torch.zeros((), dtype=torch.int64)
-        elif name.endswith("running_mean"):
-            tensor = 0.1 * torch.randn(shape, generator=g)
-        elif name.endswith("running_var"):
-            tensor = 0.5 + torch.rand(shape, generator=g)
-        elif len(shape) >= 2:
-            tensor = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-        elif name.endswith("weight"):
-            tensor = 1 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            tensor = 0.1 * torch.randn(shape, generator=g)
-        state[name] = tensor
-    return state
+    return {name: rule_tensor(name, shape) for name, shape, _ in keys}
 
 
 @pytest.mark.skipif(not (PARITY / "probs.npy").is_file(), reason="../shared/reference/factseg_parity is absent")

@@ -1,5 +1,6 @@
 """Fuzz every reader of user files with hypothesis (fixed seed, bounded example counts, well under a minute): images
-and masks, YAML configs and dataset.yaml, sketch files, RLE CSVs, model files and checkpoints. The invariant: a
+and masks, YAML configs and dataset.yaml, sketch files, RLE CSVs, data-set list files and .mat annotations, model
+files and checkpoints. The invariant: a
 valid result or a `SegwiseError` naming the problem, never any other exception."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import gzip
 import json
 import math
 import os
+from io import BytesIO
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 import pytest
+import scipy.io
 import tifffile
 import torch
 import yaml
@@ -22,7 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segwise.config import Config, DataConfig, load_config
-from segwise.data.io import read_image, read_mask
+from segwise.data.io import read_image, read_mask, write_png
+from segwise.data.layouts.cocostuff import read_stuff_mat
+from segwise.data.readers import find_split
 from segwise.data.sketch.formats import Sketch, read_sketches
 from segwise.errors import SegwiseError
 from segwise.inference.rle import coco_string_to_counts, decode_rle_csv
@@ -247,6 +252,50 @@ def test_rle_csv_decoder(work: Path, text: str, shape: tuple[int, int]):
 def test_coco_counts_decoder(text: str):
     counts = clean(lambda: coco_string_to_counts(text))
     assert counts is None or counts.ndim == 1
+
+
+# ---- data-set list files and COCO-Stuff .mat annotations (segwise.data.layouts) --------------------------------
+LIST_LINES = st.lists(st.one_of(
+    st.lists(st.sampled_from(["a.png", "m.png", "/SegNet/CamVid/a.png", "../a.png", "missing.png", "", ",", " ",
+                              "a.png,m.png", "\t", "nul\x00.png", "é.png"]), max_size=4).map(" ".join),
+    st.text(max_size=40)), max_size=6).map("\n".join)
+
+
+@pytest.fixture(scope="module")
+def list_root(work: Path) -> Path:
+    """A folder with one image and one mask, for list files naming them or not."""
+    root = work / "lists"
+    write_png(root / "a.png", np.zeros((4, 4, 3), np.uint8))
+    write_png(root / "m.png", np.zeros((4, 4), np.uint8))
+    for folder in ("train", "trainannot"):  # a CamVid split, so that its reader reads the list
+        (root / folder).mkdir()
+    return root
+
+
+@fuzz(120)
+@given(text=LIST_LINES, layout=st.sampled_from(["list", "meter", "camvid"]), masks=st.booleans())
+def test_list_file_readers(list_root: Path, text: str, layout: str, masks: bool):
+    (list_root / "train.txt").write_text(text, encoding="utf-8", errors="surrogatepass")
+    samples = clean(lambda: find_split(layout, list_root / "train", require_masks=masks))
+    assert samples is None or all(s.image.is_file() for s in samples)
+
+
+def _mat_file(labels: np.ndarray) -> bytes:
+    buffer = BytesIO()
+    scipy.io.savemat(buffer, {"S": labels})
+    return buffer.getvalue()
+
+
+MAT_SEED = _mat_file(RNG.integers(0, 183, (5, 4)).astype(np.uint16))
+
+
+@fuzz(120)
+@given(data=st.data())
+def test_cocostuff_mat_reader(work: Path, data: st.DataObject):
+    path = work / "annotation.mat"
+    path.write_bytes(mutated(MAT_SEED, data))
+    labels = clean(lambda: read_stuff_mat(path, (5, 4)))
+    assert labels is None or (labels.ndim == 2 and labels.dtype in (np.uint8, np.uint16))
 
 
 # ---- model files and checkpoints --------------------------------------------------------------------------------

@@ -28,8 +28,10 @@ ALLOWED: dict[str, set[str]] = {
     "convert": BASE | {"data", "models", "visualize"},
     "export": BASE | {"models", "inference"},
     "tasks": BASE | {"config", "data", "models", "losses", "metrics", "visualize", "engine", "inference"},
+    "report": BASE | {"data", "metrics", "visualize", "tasks"},
+    "serve": BASE | {"data", "models", "visualize", "inference"},
     "cli": BASE | {"config", "data", "models", "losses", "metrics", "visualize", "engine", "inference", "convert",
-                   "export", "tasks"},
+                   "export", "tasks", "serve", "report"},
     "__main__": {"cli"},
 }
 

@@ -1,4 +1,5 @@
-"""Confusion-matrix metrics: agreement with torchmetrics, hand-computed values, NaN policy, table and files."""
+"""Confusion-matrix metrics: agreement with torchmetrics, hand-computed values, NaN policy, table and files; boundary
+IoU by hand, its streaming and its place in `segwise eval`."""
 
 import csv
 import json
@@ -12,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from segwise.errors import ConfigError
 from segwise.metrics import (
+    BoundaryIoU,
     ConfusionMatrix,
     compute_metrics,
     confusion_matrix,
@@ -20,6 +22,7 @@ from segwise.metrics import (
     per_image_iou,
     write_metrics,
 )
+from segwise.metrics.boundary import boundary_region, boundary_width
 
 K = 5
 IGNORE = 255
@@ -173,3 +176,119 @@ def test_absent_classes_can_count_as_zero_as_pytorch_segmentation_did() -> None:
     assert "absent = 0" in format_table(zero) and "absent = 0" not in format_table(nan)
     with pytest.raises(ConfigError, match="absent_classes must be 'nan' or 'zero'"):
         compute_metrics(cm, absent_classes="skip")
+
+
+# ---- boundary IoU ---------------------------------------------------------------------------------------------------
+def _squares(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """20×20 label maps: a 6×6 square of class 1 (rows and columns 2..7) on class 0, and the same square moved
+    ``shift`` columns to the right."""
+    target = np.zeros((20, 20), np.int64)
+    target[2:8, 2:8] = 1
+    pred = np.zeros_like(target)
+    pred[2:8, 2 + shift:8 + shift] = 1
+    return pred, target
+
+
+def test_boundary_width_is_two_percent_of_the_diagonal() -> None:
+    assert boundary_width(20, 20) == 1  # 0.02 × 28.3 = 0.57 → 1
+    assert boundary_width(3, 2) == 1  # 0.07 rounds to 0: at least 1
+    assert boundary_width(100, 100) == 3  # 2.83
+    assert boundary_width(512, 1024) == 23  # 22.9
+
+
+def test_boundary_iou_of_a_shifted_square_by_hand() -> None:
+    pred, target = _squares(shift=1)
+    boundary = BoundaryIoU(2)
+    boundary.update(pred, target)
+    # d = 1, so a region's boundary is its pixels with a non-member among their 8 neighbours or on the image edge.
+    # Class 1: each square's boundary is its 1-pixel ring, 36 - 16 = 20 pixels. The rings share 5 pixels on the
+    # top row (columns 3..7) and 5 on the bottom row; on rows 3..6 the GT ring has columns 2 and 7, the predicted
+    # one 3 and 8: nothing shared. Intersection 10, union 20 + 20 - 10 = 30 → 1/3.
+    # Class 0: its boundary is the image frame (76 pixels, the edge counts as contour) plus the ring of pixels
+    # around the square (8×8 - 6×6 = 28): 104 pixels, in GT and prediction alike. They share the frame, and of the
+    # rings rows 1 and 8 (columns 2..8, 7 pixels each); on rows 2..7 the GT ring has columns 1 and 8, the predicted
+    # one 2 and 9 (GT column 8 lies inside the predicted square there). Intersection 76 + 14 = 90, union
+    # 104 + 104 - 90 = 118.
+    assert boundary.intersection.tolist() == [90, 10] and boundary.union.tolist() == [118, 30]
+    np.testing.assert_allclose(boundary.per_class(), [90 / 118, 1 / 3])
+    metrics = boundary.add_to(compute_metrics(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 2)))
+    assert metrics["per_class"][1]["boundary_iou"] == pytest.approx(1 / 3)
+    assert metrics["boundary_miou"] == pytest.approx((90 / 118 + 1 / 3) / 2)
+    assert metrics["per_class"][1]["iou"] == pytest.approx(30 / 42)  # mIoU is far kinder to the same error
+
+
+def test_boundary_iou_is_one_for_a_perfect_prediction_and_nan_for_absent_classes() -> None:
+    target = np.random.default_rng(0).integers(0, 3, (2, 37, 23))
+    target[0, :5] = IGNORE
+    boundary = BoundaryIoU(4, IGNORE)
+    boundary.update(torch.from_numpy(target), torch.from_numpy(target))
+    scores = boundary.per_class()
+    np.testing.assert_array_equal(scores[:3], [1.0, 1.0, 1.0])
+    assert math.isnan(scores[3])  # class 3 in neither: left out of the mean
+    assert boundary.add_to(compute_metrics(np.eye(4)))["boundary_miou"] == 1.0
+
+
+def test_boundary_region_matches_a_chessboard_distance_transform() -> None:
+    from scipy import ndimage
+
+    mask = np.random.default_rng(1).random((30, 41)) < 0.7
+    for width in (1, 2, 4):
+        padded = np.pad(mask, 1)  # the image edge is contour
+        distance = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1]
+        np.testing.assert_array_equal(boundary_region(mask, width), mask & (distance <= width))
+
+
+def test_boundary_iou_streams_and_skips_ignored_pixels() -> None:
+    pred, target = _squares(shift=1)
+    whole = BoundaryIoU(2, IGNORE)
+    whole.update(np.stack([pred, target]), np.stack([target, target]))
+    one_by_one = BoundaryIoU(2, IGNORE)
+    one_by_one.update(pred, target)
+    one_by_one.update(target, target)
+    assert whole.intersection.tolist() == one_by_one.intersection.tolist()
+    assert whole.union.tolist() == one_by_one.union.tolist()
+    ignored = target.copy()
+    ignored[10:] = IGNORE  # the lower half: whatever is predicted there does not count
+    noisy = pred.copy()
+    noisy[12:, :] = 1
+    a, b = BoundaryIoU(2, IGNORE), BoundaryIoU(2, IGNORE)
+    a.update(pred, ignored)
+    b.update(noisy, ignored)
+    np.testing.assert_array_equal(a.per_class(), b.per_class())
+    with pytest.raises(ValueError, match="differs"):
+        a.update(pred[:5], target)
+
+
+def test_boundary_iou_in_table_and_files(tmp_path) -> None:
+    pred, target = _squares(shift=1)
+    boundary = BoundaryIoU(2)
+    boundary.update(pred, target)
+    metrics = boundary.add_to(compute_metrics(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 2),
+                                              ["ground", "square"]))
+    table = format_table(metrics)
+    assert "Boundary IoU %" in table and "33.33" in table and "Boundary mIoU" in table
+    header, rule, *rows = table.splitlines()[:4]
+    assert len({len(line) for line in (header, rule, *rows)}) == 1
+    _, csv_path = write_metrics(metrics, tmp_path)
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["boundary_iou"]) == pytest.approx(1 / 3)
+    summary = {row["name"]: row["value"] for row in rows if row["kind"] == "summary"}
+    assert float(summary["boundary_miou"]) == pytest.approx(metrics["boundary_miou"])
+    assert "Boundary" not in format_table(compute_metrics(TINY))  # only when it was computed
+
+
+def test_semantic_eval_reports_boundary_iou(synthetic_root, one_thread, tmp_path, capsys) -> None:
+    from segwise.cli import main
+    from segwise.models.spec import ModelSpec, save_model
+
+    spec = ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [8, 8, 8, 8, 8]},
+                     in_channels=3, num_classes=4, class_names=["bg", "a", "b", "c"],
+                     palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], mean=[128.0] * 3, std=[64.0] * 3)
+    save_model(spec.build().eval(), spec, tmp_path / "run")
+    out = tmp_path / "eval"
+    assert main(["eval", str(tmp_path / "run"), str(synthetic_root / "test"), "-o", str(out), "--device", "cpu"]) == 0
+    assert "Boundary mIoU" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["boundary_miou"] <= 1 and "boundary_iou" in metrics["per_class"][0]
+    assert "boundary_iou" in (out / "metrics.csv").read_text().splitlines()[0]

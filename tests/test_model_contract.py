@@ -55,6 +55,9 @@ SEMANTIC_MODELS: dict[str, dict[str, Any]] = {
     "enet": {"base_channels": 8},
     "gcn": {"encoder": TINY_CNN, "kernel_size": 5},
     "duc_hdc": {"encoder": "resnet18"},  # dilates a ResNet's stages, so an smp ResNet
+    "segresnet": {"encoder": TINY_CNN},
+    "unet_classic": {"base_channels": 4},
+    "pspnet_dilated": {"encoder": TINY_CNN},
 }
 """Every semantic model: tiny constructor arguments (`encoder` included) that keep these tests fast on a CPU."""
 
@@ -88,6 +91,7 @@ TABLES = {"semantic": SEMANTIC_MODELS, "trimap": TRIMAP_MODELS, "sketch_embed": 
 STATIC_EXPORT = {
     "pspnet": "its pyramid pooling (adaptive pooling to fixed bins) is traced at the export size",
     "upernet": "its pyramid pooling module (adaptive pooling to fixed bins) is traced at the export size",
+    "pspnet_dilated": "its pyramid pooling (adaptive pooling to fixed bins) is traced at the export size",
 }
 """Semantic models exported with a fixed input size, and why (the others are exported with dynamic axes)."""
 
@@ -147,14 +151,22 @@ def _forward_backward(name: str) -> tuple[nn.Module, Tensor]:
     assert isinstance(stride, int) and stride >= 1
     height = _side(stride)
     channels, classes = _io(name)
-    logits = model(torch.randn(2, channels, height, height + stride, generator=torch.Generator().manual_seed(0)))
-    F.cross_entropy(logits, torch.randint(0, classes, (2, height, height + stride))).backward()
+    x = torch.randn(2, channels, height, height + stride, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, classes, (2, height, height + stride))
+    if getattr(model, "has_aux", False):  # as the trainer calls it: the auxiliary head's logits are scored too
+        logits, aux_logits = model(x, aux=True)
+        assert aux_logits.shape == logits.shape
+        (F.cross_entropy(logits, target) + F.cross_entropy(aux_logits, target)).backward()
+    else:
+        logits = model(x)
+        F.cross_entropy(logits, target).backward()
     return model, logits
 
 
 @pytest.mark.parametrize("name", sorted(PIXEL_MODELS))
 def test_forward_backward(name: str):
-    """Float logits N×K×H×W at the input size; finite gradients."""
+    """Float logits N×K×H×W at the input size (a model with `has_aux` also gives auxiliary logits of that shape
+    from `model(x, aux=True)`, as the trainer calls it); finite gradients."""
     model, logits = _forward_backward(name)
     stride = input_stride(model)
     assert isinstance(logits, Tensor) and logits.dtype == torch.float32

@@ -12,7 +12,6 @@ import yaml
 
 from segwise.cli import main
 from segwise.config import load_config
-from segwise.data.sketch.cache import load_prepared
 from segwise.data.sketch.datasets import SketchDataset, StrokeImageDataset, collate_sketches, load_sketches
 from segwise.data.sketch.formats import Sketch
 from segwise.data.sketch.raster import distance_field
@@ -102,11 +101,13 @@ def test_drawing_colours_each_stroke_by_its_part(tmp_path: Path):
 
 
 def test_load_sketches_names_what_is_missing(tmp_path: Path):
-    with pytest.raises(DataError, match="no prepared valid.npz"):
+    with pytest.raises(DataError, match="holds no sketch data set"):
         load_sketches(tmp_path, "valid")
     assert main(["sketch", "prepare", "--synthetic", "5", "--categories", "house", "-o", str(tmp_path),
                  "--splits", "train"]) == 0
-    with pytest.raises(DataError, match="has no sketches of face"):
+    with pytest.raises(DataError, match="no valid split: a `segwise sketch prepare` folder has train"):
+        load_sketches(tmp_path, "valid")
+    with pytest.raises(DataError, match=r"train: no prepared face \(it has house\)"):
         load_sketches(tmp_path, "train", ["face"])
     assert len(load_sketches(tmp_path, "train", limit=2)) == 2
 
@@ -150,7 +151,7 @@ def test_contextseg_learns_parts_far_above_chance(trained, capsys):
     printed = capsys.readouterr().out
     assert "mean (categories)" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    test = load_prepared(trained["data"] / "test.npz")
+    test = load_sketches(trained["data"], "test")
     chance = np.mean([1 / len(s.part_names) for s in test])
     majority = np.mean([np.mean(s.labels == np.bincount(s.labels).argmax()) for s in test])  # per-sketch oracle
     c_metric = metrics["mean"]["c_metric"]
@@ -175,7 +176,7 @@ def test_both_stages_log_sketch_images_to_tensorboard(trained):
 
 
 def test_predict_writes_coloured_svg_and_png_per_sketch(trained, tmp_path: Path):
-    sketches = load_prepared(trained["data"] / "test.npz")[:2]
+    sketches = load_sketches(trained["data"], "test")[:2]
     source = tmp_path / "house.ndjson"
     source.write_text("\n".join(json.dumps({"key_id": f"k{i}", "drawing": [
         [s.tolist() for s in (stroke[:, 0], stroke[:, 1], np.zeros(len(stroke)))] for stroke in sk.strokes]})
@@ -192,7 +193,7 @@ def test_predict_writes_coloured_svg_and_png_per_sketch(trained, tmp_path: Path)
 
 def test_sketches_of_a_category_the_model_does_not_know_are_refused(trained, tmp_path: Path, capsys):
     """A file named airplane_raw.ndjson fed to a house/face/tree model: never silently labelled with their parts."""
-    sketch = load_prepared(trained["data"] / "test.npz")[0]
+    sketch = load_sketches(trained["data"], "test")[0]
     source = tmp_path / "airplane_raw.ndjson"
     source.write_text(json.dumps({"key_id": "k0", "drawing": [
         [s.tolist() for s in (stroke[:, 0], stroke[:, 1], np.zeros(len(stroke)))] for stroke in sketch.strokes]}))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from segwise.errors import ConfigError
 
-AUGMENT_PRESETS = ("none", "safe", "light", "medium", "hard")
+AUGMENT_PRESETS = ("none", "safe", "light", "medium", "hard", "one")
 SCHEDULERS = ("poly", "cosine", "onecycle", "step", "plateau", "constant")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true", "auto")
 Size = tuple[int, int]
@@ -50,6 +50,11 @@ class DataConfig(StrictModel):
     extra_val_splits: list[str] = Field(default_factory=list, description="the smp trainer's --add-val-dirs")
     extra_val_every: int = Field(1, ge=1, description="evaluate the extra val splits every N epochs "
                                  "(the smp trainer's --adv-freq)")
+    val_fraction: float | None = Field(None, gt=0, lt=1, description="hold out this share of the training split "
+                                       "for validation instead of reading val_split, chosen by file name "
+                                       "(pytorch-segmentation's val_split)")
+    extra_val_only: bool = Field(False, description="skip val_split and select on the extra splits' mean IoU "
+                                 "weighted by image count (the smp trainer's --use-only-add-val)")
     extra_channels: list[str] = Field(default_factory=list, description="sibling folders with one plane each")
     num_classes: int | None = Field(None, ge=2)
     class_names: list[str] | None = None
@@ -73,7 +78,7 @@ class DataConfig(StrictModel):
     rotate: float = Field(0.0, ge=0, le=180, description="max random rotation in degrees "
                                                          "(pytorch-segmentation's rotate)")
     blur: bool = False
-    augment: Literal["none", "safe", "light", "medium", "hard"] = "light"
+    augment: Literal["none", "safe", "light", "medium", "hard", "one"] = "light"
     mean: list[float] | None = Field(None, description="per channel, raw pixel units; computed if unset")
     std: list[float] | None = None
     batch_size: int = Field(8, ge=1)
@@ -101,6 +106,9 @@ class DataConfig(StrictModel):
             raise ValueError(f"data.mean has {len(self.mean)} values but data.std has {len(self.std or [])}")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ValueError(f"data.std must be positive, got {self.std}")
+        if self.extra_val_only and not self.extra_val_splits:
+            raise ValueError("data.extra_val_only (--use-only-add-val) selects on the extra validation splits, but "
+                             "data.extra_val_splits is empty; name them with --add-val-dirs")
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             twice = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
             raise ValueError(f"data.class_names names {', '.join(map(repr, twice))} more than once; give every class "
@@ -138,6 +146,8 @@ class LossConfig(StrictModel):
     ohem_thresh: float = Field(0.7, gt=0, le=1)
     ohem_min_kept: int = Field(100_000, ge=1)
     som_ratio: float = Field(0.1, gt=0, le=1, description="share of pixels kept by small-object mining (som)")
+    aux_weight: float = Field(0.4, ge=0, description="weight of the same loss on an auxiliary head's logits, in "
+                              "training, for models that have one (pspnet_dilated; pytorch-segmentation's 0.4)")
 
 
 class OptimizerConfig(StrictModel):
@@ -148,6 +158,8 @@ class OptimizerConfig(StrictModel):
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0)
     backbone_lr_factor: float = Field(1.0, gt=0)
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay of a ViT (e.g. 0.75): block i "
+                                      "of L gets lr × decay^(L−i), the embeddings the lowest, the head the full lr")
     args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -221,6 +233,8 @@ class RunConfig(StrictModel):
 
     log_dir: Path = Path("runs")
     resume: bool = True
+    csv_style: Literal["plain", "smp"] = Field("plain", description="tables of the run (the per-epoch scores): a "
+                                               "header and dot decimals, or the smp trainer's ';' and decimal commas")
 
     @field_validator("name", mode="before")
     @classmethod
@@ -273,6 +287,19 @@ class PixelConfig(TaskConfig):
 
 class Config(PixelConfig):
     """Semantic segmentation on image folders (`segwise train`): the pixel sections with their plain defaults."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _select_on_extra_splits(cls, raw: Any) -> Any:
+        """With data.extra_val_only the score to select on is the extra splits' weighted mean IoU, and validation
+        runs when they are evaluated (every data.extra_val_every epochs), unless the config says otherwise."""
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if not isinstance(data, dict) or not data.get("extra_val_only"):
+            return raw
+        trainer = dict(raw.get("trainer") or {})
+        trainer.setdefault("monitor", "val_extra/miou")
+        trainer.setdefault("val_every_epochs", data.get("extra_val_every", 1))
+        return {**raw, "trainer": trainer}
 
 
 def plain_data(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The `segwise` command: train, eval, predict, data, trimap, sketch, rle, export, convert, config and models.
+"""The `segwise` command: train, eval, validate, predict, data, trimap, sketch, rle, export, convert, config, models,
+serve and report.
 
 Each module in `COMMAND_MODULES` registers its own subcommands (a task's commands live beside each other; a new task
 is one module and one entry here) and sets each parser's `handler`; shared flags come from `segwise.cli.flags`.
@@ -12,17 +13,17 @@ import os
 import sys
 from importlib import metadata
 
-from segwise.cli import data, models, semantic, sketch, tools, trimap
+from segwise.cli import data, models, report, semantic, serve, sketch, tools, trimap
 from segwise.errors import Interrupted, SegwiseError
 
-COMMAND_MODULES = (semantic, data, trimap, sketch, tools, models)
+COMMAND_MODULES = (semantic, data, trimap, sketch, tools, models, serve, report)
 INTERRUPTED = ("interrupted (Ctrl-C); every output written before it is complete: run the same command again to "
                "finish")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `segwise` parser: every module of `COMMAND_MODULES` adds its subcommands."""
-    parser = argparse.ArgumentParser(prog="segwise", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="segwise", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("-V", "--version", action="version", version=f"segwise {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:

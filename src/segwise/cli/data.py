@@ -35,7 +35,8 @@ def register(sub: Any) -> None:
                                        "back to end on the border (or padded, or dropped: --edge); smaller images "
                                        "are padded (image 0, mask ignore). Masks are written as class-index PNGs, "
                                        "--add-dirs planes are cut with their images.")
-    tile.add_argument("src", type=Path, help="split folder with images/ and masks/ (and --add-dirs planes)")
+    tile.add_argument("src", type=Path, help="split folder with images/ and masks/ (and --add-dirs planes), or "
+                                             "ROOT/SPLIT of a --format data set (e.g. VOCdevkit/train_aug)")
     tile.add_argument("out", type=Path, help="output split folder (gets images/, masks/ and the plane folders)")
     tile.add_argument("--size", type=int, default=896, help="window side in pixels (default 896, FactSeg)")
     tile.add_argument("--stride", type=int, default=512,

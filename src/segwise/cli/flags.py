@@ -24,12 +24,16 @@ CONFIG_KEYS: dict[str, str] = {
     "classes": "data.class_names", "num_classes": "data.num_classes", "class_list": "data.class_values",
     "max_mask_val": "data.max_mask_value", "add_dirs": "data.extra_channels", "augment": "data.augment",
     "val_dir": "data.val_split", "add_val_dirs": "data.extra_val_splits", "adv_freq": "data.extra_val_every",
+    "use_only_add_val": "data.extra_val_only", "csv_style": "run.csv_style",
     "categories": "data.categories", "max_per_category": "data.max_per_category", "canvas": "data.canvas",
     "batch": "data.batch_size", "workers": "data.num_workers", "lr": "optimizer.lr", "epochs": "trainer.max_epochs",
     "steps": "trainer.max_steps", "accelerator": "trainer.accelerator", "devices": "trainer.devices",
     "precision": "trainer.precision", "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir",
 }
 SAVE_KINDS = ("index", "color", "overlay", "probs")
+# pytorch-segmentation's inference.py multiscale set, `--scales default`
+DEFAULT_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+CSV_STYLES = ("plain", "smp")
 DEVICE = re.compile(r"(cpu|mps|cuda(:\d+)?)")
 
 
@@ -47,6 +51,20 @@ class ListAction(argparse.Action):
             setattr(namespace, self.dest, [self.cast(w) for w in words])
         except ValueError:
             parser.error(f"{option_string}: expected {self.cast.__name__} values, got {' '.join(values)!r}")
+
+
+class ScalesAction(ListAction):
+    """`--scales 0.75 1 1.25`, or `--scales default` for pytorch-segmentation's set (`DEFAULT_SCALES`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, cast=float, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if [v.strip().lower() for v in values] == ["default"]:
+            setattr(namespace, self.dest, list(DEFAULT_SCALES))
+        else:
+            super().__call__(parser, namespace, values, option_string)
 
 
 class LazyChoices:
@@ -119,11 +137,22 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--classes", action=ListAction, help="class names (sets the class count)")
     group.add_argument("--num-classes", type=int, help="number of classes (default: from names, values or masks)")
     group.add_argument("--class-list", action=ListAction, cast=int,
-                       help="raw mask value of each class, e.g. 0 100 200 (as the smp trainer's --class-list)")
+                       help="mask values of the classes, as the smp trainer reads them: background 0 is added when "
+                            "not listed and every value not listed is background, e.g. '64' = 0/64 masks, '255' = "
+                            "0/255 masks, '1 2 5' = four classes")
     group.add_argument("--max-mask-val", type=int,
-                       help="classes are mask values 0..M (as the smp trainer's --max-mask-val)")
+                       help="classes are mask values 0..M, other values background (the smp trainer's "
+                            "--max-mask-val)")
     add_extra_dirs_flag(group)
     add_config_flags(group, "sections data, model, loss, ...", "loss.name='ce + 0.5*dice'")
+
+
+def add_csv_style_flag(parser: Any, what: str) -> None:
+    """`--csv-style plain|smp`: segwise's CSV (a header, dot decimals) or the smp trainer's (`;`-separated, decimal
+    commas, its file names) for tables other tools read."""
+    parser.add_argument("--csv-style", choices=CSV_STYLES,
+                        help=f"{what}: plain (default; a header, dot decimals) or smp (the smp trainer's ';' and "
+                             "decimal-comma file, under its name)")
 
 
 def add_extra_dirs_flag(parser: Any) -> None:
@@ -136,7 +165,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Length, batch, LR, loaders, hardware and run name: the flags every training command shares."""
     g = parser.add_argument_group("optimisation, hardware and run")
     g.add_argument("-b", "--batch", type=int, help="batch size")
-    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--lr", "-lr", type=float, help="learning rate")
     g.add_argument("-e", "--epochs", type=int, help="number of epochs")
     g.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
     g.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
@@ -148,7 +177,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="numeric precision")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
-    g.add_argument("--log-dir", type=Path, help="where run directories go (default runs/)")
+    g.add_argument("--log-dir", "-log", type=Path, help="where run directories go (default runs/)")
     g.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
 
 
@@ -166,8 +195,9 @@ def add_mode_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--blend", choices=["constant", "gaussian"], default="constant",
                    help="slide: weight of each window's pixels: equal, or Gaussian (sigma = window/8) "
                         "favouring centres")
-    g.add_argument("--scales", action=ListAction, cast=float, metavar="S",
-                   help="test-time augmentation: image scales, e.g. 0.75 1.0 1.25")
+    g.add_argument("--scales", action=ScalesAction, metavar="S",
+                   help="test-time augmentation: image scales, e.g. 0.75 1.0 1.25, or 'default' for "
+                        f"pytorch-segmentation's {' '.join(map(str, DEFAULT_SCALES))}")
     g.add_argument("--flip", choices=["h", "v", "hv"], help="test-time augmentation: add horizontal/vertical mirrors")
 
 
@@ -236,8 +266,11 @@ def add_rle_class_flag(parser: argparse.ArgumentParser, text: str, *aliases: str
 # ---- what the flags give ------------------------------------------------------------------------------------------
 def config_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The config keys set by the flags a command has (see `CONFIG_KEYS`), with `--cpu`, `--device` and
-    `--no-resume` translated into trainer/run keys."""
+    `--no-resume` translated into trainer/run keys and the smp trainer's class flags into its meaning."""
     flags = {key: getattr(args, dest) for dest, key in CONFIG_KEYS.items() if getattr(args, dest, None) is not None}
+    flags.update(_smp_class_keys(args))
+    if flags.get("data.extra_val_splits"):
+        flags["data.extra_val_splits"] = _listed_dirs(flags["data.extra_val_splits"])
     if getattr(args, "cpu", False):
         flags["trainer.accelerator"] = "cpu"
     if getattr(args, "device", None):
@@ -245,6 +278,35 @@ def config_flags(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "no_resume", False):
         flags["run.resume"] = False
     return flags
+
+
+def _smp_class_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """The smp trainer's `--class-list V ...` / `--max-mask-val M`: one binary target per listed value, background
+    (0) the rest. In segwise terms: class values [0, V ...] (0 added when not listed), values not listed are
+    background, and no mask value is void (so 255 can be a class, as in its default "255")."""
+    values = getattr(args, "class_list", None)
+    if values is None and getattr(args, "max_mask_val", None) is None:
+        return {}
+    keys: dict[str, Any] = {"data.unmapped": "background", "data.ignore_index": -1}
+    if values is not None:
+        keys["data.class_values"] = values if 0 in values else [0, *values]
+    return keys
+
+
+def _listed_dirs(words: list[str]) -> list[str]:
+    """`--add-val-dirs dirs.txt` (the smp trainer's form: a text file, one split folder per line) or the folders
+    themselves."""
+    if len(words) != 1 or not words[0].lower().endswith(".txt"):
+        return words
+    path = Path(words[0])
+    if not path.is_file():
+        raise ConfigError(f"--add-val-dirs {path}: no such file; give a text file with one validation folder per "
+                          "line, or the folders themselves")
+    dirs = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    dirs = [d for d in dirs if d and not d.startswith("#")]
+    if not dirs:
+        raise ConfigError(f"--add-val-dirs {path}: the file lists no folders; write one validation folder per line")
+    return dirs
 
 
 def _device_keys(name: str, devices: int | None) -> dict[str, Any]:
@@ -352,12 +414,13 @@ def check_hardware(trainer: Any) -> None:
 
 def check_optimizer(optimizer: Any) -> None:
     """Build the optimizer on one parameter, so that `optimizer.args` torch refuses (e.g. betas=[2, 3]) fail
-    before any data is read rather than after the run has started."""
+    before any data is read rather than after the run has started (layer decay needs the real model's layers:
+    it is checked when the model is built)."""
     import torch
 
     from segwise.engine.optim import build_optimizer
 
-    build_optimizer(torch.nn.Linear(1, 1), optimizer)
+    build_optimizer(torch.nn.Linear(1, 1), optimizer.model_copy(update={"layer_decay": None}))
 
 
 def check_training_start(config: Any) -> None:

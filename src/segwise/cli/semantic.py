@@ -7,41 +7,72 @@ from pathlib import Path
 from typing import Any
 
 from segwise.cli import flags
+from segwise.config import AUGMENT_PRESETS
 
 MODEL_ARGUMENT = "run directory, model.yaml/model.safetensors or .ckpt file"
 THRESHOLD_HELP = "binary models: foreground if P(class 1) >= threshold"
 
 
 def register(sub: Any) -> None:
-    """Add train, eval and predict to the `segwise` subcommands."""
+    """Add train, eval, validate and predict to the `segwise` subcommands."""
     _train_parser(sub)
     _eval_parser(sub)
+    _validate_parser(sub)
     _predict_parser(sub)
 
 
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model on DATA_DIR/{train,val}/{images,masks}",
-                       description="Train on an image folder. Re-running with the same --name resumes the run.")
-    p.add_argument("data_dir", type=Path, help="data set root holding train/ and val/")
+                       description="Train on an image folder. Re-running with the same --name resumes the run.",
+                       epilog=SMP_TRAINER_EPILOG)
+    p.add_argument("data_dir", type=Path, nargs="?", help="data set root holding train/ and val/")
+    p.add_argument("-d", "--dataset", type=Path, help="the same as DATA_DIR (the smp trainer's spelling)")
     flags.add_data_flags(p)
     g = p.add_argument_group("model and loss")
-    g.add_argument("-m", "--model", help="architecture (see `segwise models`), default unet")
+    g.add_argument("-m", "--model",
+                   help="architecture (see `segwise models`; deeplabv3+ = deeplabv3plus), default unet")
     g.add_argument("--encoder", help="encoder/backbone, default resnet18; 'tu-<timm name>' for any timm model")
     g.add_argument("--encoder-weights", help="'imagenet' (needs the network) or a local weights file")
     g.add_argument("--loss", help="loss or weighted sum, e.g. 'ce + 0.5*dice'")
     g = p.add_argument_group("data loading")
     g.add_argument("--image-size", type=flags.size, help="resize every sample, e.g. 512 or 384x512 (H x W)")
     g.add_argument("--crop-size", type=flags.size, help="random training crop, e.g. 256")
-    g.add_argument("-a", "--augment", choices=["none", "safe", "light", "medium", "hard"], help="augmentation preset")
-    g.add_argument("--val-dir", help="validation split (name under DATA_DIR or a path), default val")
-    g.add_argument("--add-val-dirs", action=flags.ListAction, help="extra validation splits, logged under their names")
+    g.add_argument("-a", "--augment", "--augmentation", choices=AUGMENT_PRESETS,
+                   help="augmentation preset")
+    g.add_argument("--val-dir", "-val", help="validation split (name under DATA_DIR or a path), default val")
+    g.add_argument("--add-val-dirs", action=flags.ListAction,
+                   help="extra validation splits (names, paths, or a .txt file listing one per line), logged under "
+                        "their names")
     g.add_argument("--adv-freq", type=int, help="evaluate the extra validation splits every N epochs")
+    g.add_argument("--use-only-add-val", action="store_true", default=None,
+                   help="skip the val split; select the best model on the mean IoU of the extra splits, weighted by "
+                        "their image counts (val_extra/miou)")
+    flags.add_csv_style_flag(p, "the per-epoch table RUN/val_per_epoch.csv")
     flags.add_run_flags(p)
     p.set_defaults(handler=cmd_train)
 
 
+SMP_TRAINER_EPILOG = ("The smp trainer's train.py command lines work with `python3 train.py` replaced by `segwise "
+                      "train`: -d/--dataset, -m deeplabv3+, -lr, -log, -val, -a/--augmentation, --class-list, "
+                      "--max-mask-val, --add-dirs, --add-val-dirs FILE.txt, --adv-freq, --use-only-add-val, "
+                      "--exp-name, --cpu, --device, --seed, -b, -e, -w.")
+
+
+def data_root(args: argparse.Namespace) -> Path:
+    """DATA_DIR, or the smp trainer's -d/--dataset; one of them, once."""
+    from segwise.errors import ConfigError
+
+    given = [path for path in (args.data_dir, args.dataset) if path is not None]
+    if not given:
+        raise ConfigError("no data set: give DATA_DIR (a folder holding train/ and val/), e.g. `segwise train "
+                          "data/`, or -d/--dataset DATA_DIR")
+    if len(given) == 2 and Path(given[0]).resolve() != Path(given[1]).resolve():
+        raise ConfigError(f"two data sets: DATA_DIR {given[0]} and -d/--dataset {given[1]}; give one of them")
+    return given[0]
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    config = flags.load_args_config(args, args.data_dir)  # before importing Lightning: config errors come at once
+    config = flags.load_args_config(args, data_root(args))  # before importing Lightning: config errors come at once
     flags.check_training_start(config)
 
     from segwise.tasks.semantic.train import train
@@ -61,6 +92,9 @@ def _eval_parser(sub: Any) -> None:
                         "--save alone: index", bare=["index"])
     p.add_argument("--plots", type=int, default=0, metavar="N", help="image | GT | prediction plots of the N worst")
     p.add_argument("--metrics-only", action="store_true", help="no predictions or plots, just the metrics")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUT/report.html: settings, training curves, metrics, confusion matrix and the "
+                        "--plots panels in one self-contained page (`segwise report`)")
     flags.add_device_flag(p)
     flags.add_format_flag(p, "folder")
     p.add_argument("--background-index", type=int, metavar="K",
@@ -68,36 +102,156 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--absent-classes", choices=["nan", "zero"], default="nan",
                    help="a class in neither prediction nor ground truth: left out of the means (default), or IoU 0 "
                         "as pytorch-segmentation counted it")
+    p.add_argument("--per-image", action="store_true",
+                   help="also write a per-image table (file, IoU, accuracy, each class's IoU)")
+    flags.add_csv_style_flag(p, "the per-image table")
     flags.add_mode_flags(p)
     flags.add_ensemble_flags(p)
     p.set_defaults(handler=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    flags.check_device(args.device)
+    save = set() if args.metrics_only else flags.saved_kinds(args)
+    plots = 0 if args.metrics_only else args.plots
+    per_image = (args.csv_style or "plain") if args.per_image else None
+    if args.report:
+        from segwise.report import check_run, run_directory
+
+        check_run(run_directory(args.model))  # before evaluating: a run without training curves stops at once
+    out = run_eval(args, args.model, args.data_dir, args.out, save=save, plots=plots, threshold=args.threshold,
+                   per_image=per_image, background_index=args.background_index, absent_classes=args.absent_classes)
+    if args.report:
+        from segwise.report import build_report
+
+        print(f"report written to {build_report(run_directory(args.model), out)}")
+
+
+def run_eval(args: argparse.Namespace, model: Path, data_dir: Path, out: Path | None, **options: Any) -> Path:
+    """Evaluate with the inference mode, ensemble, device and layout flags, print the table and where the outputs
+    went (`eval` and the smp trainer's `validate` alike), and return the output folder."""
     from segwise.metrics import format_table
     from segwise.tasks.semantic.evaluate import evaluate
 
-    flags.check_device(args.device)
-    flags.check_output_dir(args.out)
-    save = set() if args.metrics_only else flags.saved_kinds(args)
-    plots = 0 if args.metrics_only else args.plots
-    metrics = evaluate(args.model, args.data_dir, args.out, threshold=args.threshold, save=save, plots=plots,
-                       device=args.device, mode=flags.inference_mode(args), ensemble=args.ensemble,
-                       ensemble_method=args.ensemble_method, ensemble_weights=args.ensemble_weights,
-                       background_index=args.background_index, format=args.format,
-                       absent_classes=args.absent_classes)
+    flags.check_output_dir(out)
+    metrics = evaluate(model, data_dir, out, device=args.device, mode=flags.inference_mode(args),
+                       ensemble=args.ensemble, ensemble_method=args.ensemble_method,
+                       ensemble_weights=args.ensemble_weights, format=args.format, **options)
     print(format_table(metrics))
-    print("\n" + eval_summary(Path(metrics["out_dir"]), save, plots))
+    print("\n" + eval_summary(Path(metrics["out_dir"]), options["save"], options["plots"],
+                              metrics.get("per_image_table")))
+    return Path(metrics["out_dir"])
 
 
-def eval_summary(out: Path, save: set[str], plots: int) -> str:
-    """The one line `eval` ends with: the metrics files, and the predictions and plots when it wrote them."""
+def eval_summary(out: Path, save: set[str], plots: int, per_image: str | None = None) -> str:
+    """The one line `eval` ends with: the metrics files, and the predictions, tables and plots when it wrote them."""
     parts = [f"metrics written to {out}/metrics.json and metrics.csv"]
+    if per_image:
+        parts.append(f"per-image metrics in {per_image}")
     if save:
         parts.append(f"predictions in {out}/predictions/ ({', '.join(k for k in flags.SAVE_KINDS if k in save)})")
     if plots:
-        parts.append(f"plots of the worst images in {out}/plots/")
+        parts.append(f"plots of {'every image' if plots < 0 else 'the worst images'} in {out}/plots/")
     return "; ".join(parts)
+
+
+def _validate_parser(sub: Any) -> None:
+    p = sub.add_parser("validate", help="the smp trainer's validate.py: per-image IoU/accuracy of a checkpoint",
+                       description="`python3 validate.py ...` of the smp trainer with its flags: the metrics of "
+                                   "`segwise eval` plus a per-image table (file, IoU, accuracy), optionally plots, "
+                                   "binary masks and raw probabilities of every image.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("-c", "--check-path", type=Path, help=f"the model: {MODEL_ARGUMENT}")
+    which.add_argument("-cd", "--check-dir", type=Path, help="a run directory (or a folder with one model file)")
+    p.add_argument("-d", "--dataset-dir", type=Path, required=True,
+                   help="split folder with images/ and gt/ (or masks/), or a root with val/")
+    p.add_argument("-o", "--output-dir", type=Path,
+                   help="output folder (default: <model folder>/<parent>_<dataset>_thres_<t>, as the smp trainer)")
+    p.add_argument("-t", "--thres", type=float, default=0.5,
+                   help="two-class models: foreground if P(class 1) >= thres (default 0.5); others take the argmax")
+    p.add_argument("--plots", action="store_true", help="image | ground truth | prediction panel of every image")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="no panels (the default)")
+    p.add_argument("--only-plots", action="store_true", help="panels only: no per-image table or predictions")
+    p.add_argument("--vis", action="store_true", help="segwise opens no window: the panels are written (as --plots)")
+    p.add_argument("--binary", action="store_true", help="save the thresholded masks (class-index PNGs)")
+    p.add_argument("--raw", action="store_true", help="save the probabilities before thresholding (.npy)")
+    p.add_argument("--com", "--calc-only-metrics", dest="metrics_only", action="store_true",
+                   help="metrics only: nothing else is written")
+    p.add_argument("--tile-size", type=flags.size, metavar="H[xW]",
+                   help="resize every image to this for the model (default: the size it was trained at)")
+    hardware = p.add_mutually_exclusive_group()
+    flags.add_device_flag(hardware)
+    hardware.add_argument("--cpu", action="store_true", help="same as --device cpu")
+    flags.add_csv_style_flag(p, "the per-image table")
+    flags.add_format_flag(p, "folder")
+    flags.add_mode_flags(p)
+    flags.add_ensemble_flags(p)
+    p.set_defaults(handler=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from segwise.errors import ConfigError
+
+    if args.metrics_only and (args.plots or args.vis or args.only_plots or args.binary or args.raw):
+        raise ConfigError("--com (metrics only) writes no plots or masks; drop it or drop --plots/--binary/--raw")
+    if args.vis:
+        from segwise.progress import notice
+
+        notice("--vis: segwise opens no window; the panels of every image are written to OUT/plots/")
+    args.device = "cpu" if args.cpu else args.device
+    flags.check_device(args.device)
+    model = args.check_path or validated_model(args.check_dir)
+    out = args.output_dir or default_validate_dir(model, args.dataset_dir, args.thres)
+    model = imported_model(model, out)
+    wanted = {"index": args.binary, "probs": args.raw}
+    save = set() if args.metrics_only or args.only_plots else {kind for kind, asked in wanted.items() if asked}
+    plots = -1 if (args.plots or args.vis or args.only_plots) else 0
+    per_image = None if args.only_plots else args.csv_style or "plain"
+    run_eval(args, model, args.dataset_dir, out, save=save, plots=plots, per_image=per_image,
+             threshold=two_class_threshold(model, args.thres), input_size=args.tile_size)
+
+
+def validated_model(folder: Path) -> Path:
+    """-cd: a run directory (model.yaml), else the one model file in the folder (the smp trainer's .pth too)."""
+    from segwise.errors import ConfigError
+
+    folder = Path(folder)
+    if (folder / "model.yaml").is_file() or not folder.is_dir():
+        return folder
+    for pattern in ("*.ckpt", "*.safetensors", "*.pth"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    raise ConfigError(f"-cd {folder}: no model.yaml, .ckpt, .safetensors or .pth model in it; give the run directory "
+                      "or the model file with -c")
+
+
+def imported_model(model: Path, out: Path) -> Path:
+    """A checkpoint of the smp trainer or another smp tool (.pth) is converted into OUT/model first, as `segwise
+    convert smp` does (read without running pickled code); segwise's own files are used as they are."""
+    if Path(model).suffix.lower() not in (".pth", ".pt"):
+        return model
+    from segwise.convert.smp import convert_smp_checkpoint
+    from segwise.progress import notice
+
+    notice(f"{model}: an smp checkpoint; converted into {Path(out) / 'model'} (segwise convert smp)")
+    convert_smp_checkpoint(Path(model), Path(out) / "model")
+    return Path(out) / "model"
+
+
+def default_validate_dir(model: Path, dataset: Path, threshold: float) -> Path:
+    """The smp trainer's output folder: beside the model, named <dataset parent>_<dataset>_thres_<t>."""
+    model = Path(model)
+    folder = model if model.is_dir() else model.parent
+    dataset = Path(dataset).resolve()
+    return folder / f"{dataset.parent.name}_{dataset.name}_thres_{threshold}"
+
+
+def two_class_threshold(model: Path, threshold: float) -> float | None:
+    """--thres applies to two-class models (the smp trainer's only kind); models with more classes take the argmax."""
+    from segwise.models.spec import peek_spec
+
+    return threshold if peek_spec(model).num_classes == 2 else None
 
 
 def _predict_parser(sub: Any) -> None:

@@ -8,7 +8,10 @@ from typing import Any
 
 from segwise.cli import flags
 
-SKETCH_DATA = "SPG folder, `sketch prepare` folder or sketch file"
+SKETCH_DATA = ("SPG folder (splits.json, or <category>.ndjson files split by data.split_scheme), CreativeSketch "
+               "raw_data, `sketch prepare` folder or sketch file")
+SPLIT_SCHEME_HELP = ("split of a folder of per-category files: train/valid/test percentages (default 80/10/10) or "
+                     "'official' (700 train, the rest test, per category)")
 SKETCH_MODEL = "run directory of `sketch train` (or its model.yaml / .ckpt)"
 
 
@@ -18,14 +21,18 @@ def register(sub: Any) -> None:
                                       "predict", description="Vector sketches (SPG, SketchGNN ndjson, CreativeSketch)"
                                                              " → a part label per stroke.")
     ssub = p.add_subparsers(dest="sketch_command", required=True)
-    prep = ssub.add_parser("prepare", help="cache sketch splits as OUT/<split>.npz (normalised vectors)")
-    prep.add_argument("source", type=Path, nargs="?", help="SPG folder (splits.json) or one sketch file")
+    prep = ssub.add_parser("prepare", help="cache sketch splits as OUT/<split>/<category>.npz (normalised vectors)",
+                           description="Read a sketch data set once and write each split as one .npz per category; "
+                                       "preparing a category again replaces only its files.")
+    prep.add_argument("source", type=Path, nargs="?", help=SKETCH_DATA)
     prep.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    prep.add_argument("--splits", action=flags.ListAction, default=["train", "valid", "test"], help="splits to write")
+    prep.add_argument("--splits", action=flags.ListAction, help="splits to write (default: every split of SOURCE)")
     prep.add_argument("--categories", action=flags.ListAction, help="categories to keep (default: all)")
     prep.add_argument("--synthetic", type=int, metavar="N",
                       help="instead of SOURCE: N procedural training sketches per category (N/5 for other splits)")
-    prep.add_argument("--seed", type=int, default=0, help="seed of the procedural sketches")
+    prep.add_argument("--split-scheme", default="80/10/10", metavar="A/B/C|official", help=SPLIT_SCHEME_HELP)
+    prep.add_argument("--seed", type=int, default=0, help="seed of that split (same seed, same split), or of the "
+                                                          "procedural sketches")
     prep.set_defaults(handler=cmd_prepare)
     _train_parser(ssub, "train-embed", "stage 1: train the stroke autoencoder", cmd_train_embed)
     train = _train_parser(ssub, "train", "stage 2: train the context transformer on a stage-1 run", cmd_train)
@@ -39,6 +46,8 @@ def register(sub: Any) -> None:
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
     ev.add_argument("--categories", action=flags.ListAction, help="categories to evaluate (default: the model's)")
     _add_max_per_category(ev, "--limit")
+    ev.add_argument("--split-scheme", metavar="A/B/C|official", help=SPLIT_SCHEME_HELP + "; default: the run's")
+    ev.add_argument("--split-seed", type=int, metavar="N", help="seed of that split (default: the run's)")
     ev.add_argument("-o", "--out", type=Path, help="output folder (default RUN/eval)")
     flags.add_device_flag(ev)
     ev.set_defaults(handler=cmd_eval)
@@ -81,8 +90,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     flags.check_output_dir(args.out)
     from segwise.tasks.sketch.infer import prepare_splits
 
-    written = prepare_splits(args.out, args.splits, args.source, args.categories, args.synthetic, args.seed)
-    print(f"prepared {len(written)} split(s) into {args.out}: {', '.join(path.name for path in written)}")
+    written = prepare_splits(args.out, args.splits, args.source, args.categories, args.synthetic, args.seed,
+                             args.split_scheme)
+    splits = dict.fromkeys(path.parent.name for path in written)
+    print(f"prepared {', '.join(splits)} into {args.out}: {len(written)} file(s), <split>/<category>.npz")
 
 
 def cmd_train_embed(args: argparse.Namespace) -> None:
@@ -106,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from segwise.tasks.sketch.infer import evaluate
 
     metrics = evaluate(args.model, args.data, args.split, args.categories, args.out, args.max_per_category,
-                       args.device)
+                       args.device, args.split_scheme, args.split_seed)
     print(format_sketch_table(metrics))
     print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
 

@@ -89,11 +89,25 @@ def cmd_export(args: argparse.Namespace) -> None:
 def _convert_parser(sub: Any) -> None:
     p = sub.add_parser("convert", help="import official checkpoints of other code bases as segwise models")
     csub = p.add_subparsers(dest="convert_command", required=True)
-    fs = csub.add_parser("factseg", help="official FactSeg .pth (Junjue-Wang/FactSeg) → model.safetensors/model.yaml")
-    fs.add_argument("checkpoint", type=Path, help="official FactSeg checkpoint (.pth), read with weights_only")
-    fs.add_argument("out", type=Path, help="output folder, usable as MODEL by eval/predict")
+    fs = csub.add_parser("factseg", help="official FactSeg .pth (Junjue-Wang/FactSeg) or the PaddlePaddle "
+                                         "reproduction's .pdparams → model.safetensors/model.yaml")
+    fs.add_argument("checkpoint", type=Path, help="official FactSeg checkpoint (.pth, read with weights_only) or "
+                                                  "Paddle .pdparams (read without PaddlePaddle, numpy arrays only)")
+    fs.add_argument("out", type=Path, nargs="?", help="output folder, usable as MODEL by eval/predict (or -o)")
+    fs.add_argument("-o", "--out", dest="out_option", type=Path, help="output folder (the same as OUT)")
+    fs.add_argument("--paddle", action="store_true", default=None,
+                    help="the checkpoint is a PaddlePaddle .pdparams (default: when its name ends in .pdparams)")
     fs.add_argument("--classes", action=flags.ListAction, help="class names (default: iSAID's 16 for 16 classes)")
     fs.set_defaults(handler=cmd_convert_factseg)
+    tri = csub.add_parser("trimap", help="a checkpoint of the SimpleClick-based trimap ViT (SegTrimapH100) → "
+                                         "model.safetensors/model.yaml for `segwise trimap eval/predict`",
+                          description="Read with weights_only (torch loss modules in its config allowed, no pickled "
+                                      "code). ViT size, depth, patch, input size, head width and up-sampling are "
+                                      "read from the shapes; keys the upstream model never uses are listed.")
+    tri.add_argument("checkpoint", type=Path, help="the .pth file ({'state_dict': ...} as the upstream trainer saves)")
+    tri.add_argument("-o", "--out", type=Path, required=True, help="output folder, usable as MODEL by trimap "
+                                                                   "eval/predict")
+    tri.set_defaults(handler=cmd_convert_trimap)
     smp = csub.add_parser("smp", help="an smp model's state_dict, or a checkpoint of the smp trainer or of "
                                       "pytorch-segmentation's smp mode → model.safetensors/model.yaml",
                           description="Read with weights_only (numpy arrays allowed, no pickled code). What the "
@@ -114,6 +128,18 @@ def _convert_parser(sub: Any) -> None:
                       help="the head is sigmoid (default: for smp-trainer checkpoints and one-logit models)")
     head.add_argument("--softmax", dest="sigmoid", action="store_false", help="the head is already softmax")
     smp.set_defaults(handler=cmd_convert_smp)
+    cs = csub.add_parser("contextseg", help="the ContextSeg PyTorch port's stroke embedder (+ transformer) → "
+                                            "OUT/embed and OUT/segment, the two sketch stages",
+                         description="Read with weights_only. Widths, depth, code size and layers come from the "
+                                     "shapes; the heads and the part names are not in the weights.")
+    cs.add_argument("embedder", type=Path, help="train_Embed.py checkpoint (e.g. best_loss_model.pth)")
+    cs.add_argument("transformer", type=Path, nargs="?", help="train_Segformer.py checkpoint (e.g. best_model.pth)")
+    cs.add_argument("-o", "--out", type=Path, required=True, help="folder for embed/ and segment/")
+    cs.add_argument("--heads", type=int, default=4, help="the transformer's --num_heads (default 4, the port's)")
+    cs.add_argument("--parts", action=flags.ListAction, help="part names, one per decoding step (default 4 parts, "
+                                                             "the port's --num_of_group)")
+    cs.add_argument("--category", default="sketch", help="category the parts belong to (default: sketch)")
+    cs.set_defaults(handler=cmd_convert_contextseg)
 
 
 def _config_parser(sub: Any) -> None:
@@ -149,9 +175,31 @@ def cmd_convert_smp(args: argparse.Namespace) -> None:
           f"{spec.in_channels} channels) into {args.out}/model.safetensors and model.yaml")
 
 
+def cmd_convert_contextseg(args: argparse.Namespace) -> None:
+    from segwise.convert.contextseg import convert_port_checkpoints
+
+    written = convert_port_checkpoints(args.embedder, args.out, args.transformer, args.heads, args.parts,
+                                       args.category)
+    print(f"converted into {' and '.join(str(d) for d in written)} (model.safetensors + model.yaml each)")
+
+
+def cmd_convert_trimap(args: argparse.Namespace) -> None:
+    from segwise.convert.trimap import convert_trimap_checkpoint
+
+    result = convert_trimap_checkpoint(args.checkpoint, args.out)
+    a = result.spec.args
+    print(f"converted {args.checkpoint} (ViT-{a['size']}/{a['patch_size']}, {a['depth']} blocks, {a['img_size']} px, "
+          f"upsample {a['upsample']}) into {result.out_dir}/model.safetensors and model.yaml")
+    if result.unused:
+        print(f"left out {len(result.unused)} key(s) the upstream model never uses: {', '.join(result.unused)}")
+
+
 def cmd_convert_factseg(args: argparse.Namespace) -> None:
     from segwise.convert.factseg import convert_official_checkpoint
+    from segwise.errors import ConfigError
 
-    out = convert_official_checkpoint(args.checkpoint, args.out, args.classes)
+    if (args.out is None) == (args.out_option is None):
+        raise ConfigError("convert factseg needs one output folder: give it as OUT or with -o/--out, not both")
+    out = convert_official_checkpoint(args.checkpoint, args.out or args.out_option, args.classes, args.paddle)
     print(f"converted {args.checkpoint} into {out}/model.safetensors and model.yaml")
 

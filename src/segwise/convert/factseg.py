@@ -1,16 +1,23 @@
-"""FactSeg's official checkpoints (Junjue-Wang/FactSeg, SimpleCV layout) → segwise's `FactSeg` and model file.
+"""FactSeg's official checkpoints (Junjue-Wang/FactSeg, SimpleCV layout) and the PaddlePaddle reproduction's
+`.pdparams` (liuhongen1234567/FactSeg_paddle, same names; PaddleRS's FactSeg, FPN convs as `inner_blocks.N`)
+→ segwise's `FactSeg` and model file.
 
-Read with `torch.load(weights_only=True)`: a checkpoint holding anything but tensors is refused, never executed.
+`.pth` files are read with `torch.load(weights_only=True)`, `.pdparams` with `segwise.convert.paddle`'s restricted
+unpickler: a checkpoint holding anything but tensors / numpy arrays is refused, never executed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from segwise.convert.common import check_state_dict, unmatched_key_error, unwrap_state_dict
+from segwise.convert.paddle import read_pdparams, state_of_arrays, to_torch_layout
 from segwise.data import isaid
 from segwise.errors import CheckpointError
 from segwise.models.spec import ModelSpec, save_model
@@ -30,6 +37,8 @@ _RENAMES: tuple[tuple[str, str], ...] = (
     (r"^fg_cls\.", "sr_head."),
     (r"^bi_cls\.", "fa_head."),
 )
+_PADDLERS_FPN = re.compile(r"^(fg|bi)fpn\.(inner|layer)_blocks\.(\d)\.")
+"""PaddleRS's FactSeg keeps its FPN convs in lists (`fgfpn.inner_blocks.0.`): back to SimpleCV's `fpn_inner1.`."""
 _RESNET_DEPTH = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101",
                  (3, 8, 36, 3): "resnet152"}
 
@@ -43,19 +52,18 @@ def _rename(key: str) -> str | None:
     return None
 
 
-def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Official FactSeg state_dict (optionally DDP `module.`-prefixed) → the keys of our `FactSeg`."""
+def convert_official_state_dict(state: Mapping[str, Any], source: Any = "the checkpoint") -> dict[str, Any]:
+    """Official FactSeg state_dict (optionally DDP `module.`-prefixed) → the keys of our `FactSeg`; values as given.
+    A key of another architecture fails, named with its shape."""
     converted, unknown = {}, []
     for key, value in state.items():
-        key = key.removeprefix("module.")
-        new = _rename(key)
+        new = _rename(key.removeprefix("module."))
         if new is None:
             unknown.append(key)
         else:
             converted[new] = value
     if unknown:
-        raise CheckpointError(f"{len(unknown)} key(s) of the checkpoint are not FactSeg keys, e.g. {unknown[:3]}; "
-                              "pass an official FactSeg checkpoint (keys resencoder.*, fgfpn.*, bifpn.*, ...)")
+        raise unmatched_key_error(source, unknown[0], state[unknown[0]], "FactSeg", len(unknown))
     return converted
 
 
@@ -75,20 +83,28 @@ def load_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     except Exception as exc:  # missing file, corrupt file, or a pickle holding more than tensors (refused)
         raise CheckpointError(f"{path} cannot be read as a weights file ({type(exc).__name__}: {str(exc)[:200]}); "
                               "pass the official FactSeg .pth") from None
-    for wrapper in ("model", "state_dict"):  # SimpleCV saves {'model': ..., 'opt': ..., 'global_step': ...}
-        if isinstance(raw, dict) and isinstance(raw.get(wrapper), dict):
-            raw = raw[wrapper]
+    raw = unwrap_state_dict(raw)  # SimpleCV saves {'model': ..., 'opt': ..., 'global_step': ...}
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise CheckpointError(f"{path} holds no state_dict of tensors")
-    return convert_official_state_dict(raw)
+    return convert_official_state_dict(raw, path)
 
 
-def convert_official_checkpoint(src: str | Path, out_dir: str | Path, class_names: list[str] | None = None) -> Path:
-    """Official FactSeg `.pth` → `out_dir/model.safetensors` + `model.yaml`, ready for `segwise eval/predict`.
+def load_paddle_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """Read the Paddle reproduction's `.pdparams` without PaddlePaddle and return our converted state_dict."""
+    raw = {_PADDLERS_FPN.sub(lambda m: f"{m[1]}fpn.fpn_{m[2]}{int(m[3]) + 1}.", key): value
+           for key, value in state_of_arrays(read_pdparams(path), path).items()}
+    return to_torch_layout(convert_official_state_dict(raw, path))
+
+
+def convert_official_checkpoint(src: str | Path, out_dir: str | Path, class_names: list[str] | None = None,
+                                paddle: bool | None = None) -> Path:
+    """Official FactSeg `.pth` (or, with `paddle`, default for a `.pdparams` suffix, the Paddle reproduction's
+    weights) → `out_dir/model.safetensors` + `model.yaml`, ready for `segwise eval/predict`.
 
     16-class checkpoints get iSAID's class names and palette; all get FactSeg's mean/std (raw 0–255 units).
     """
-    state = load_official_checkpoint(src)
+    paddle = Path(src).suffix == ".pdparams" if paddle is None else paddle
+    state = load_paddle_checkpoint(src) if paddle else load_official_checkpoint(src)
     missing = [k for k in ("sr_head.weight", "encoder.conv1.weight") if k not in state]
     if missing:
         raise CheckpointError(f"{src} lacks the FactSeg keys {missing} (official fg_cls / resencoder.resnet.conv1)")
@@ -103,10 +119,8 @@ def convert_official_checkpoint(src: str | Path, out_dir: str | Path, class_name
                      ignore_index=isaid.IGNORE_INDEX, mean=list(isaid.MEAN) if in_channels == 3 else None,
                      std=list(isaid.STD) if in_channels == 3 else None)
     model = spec.build()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{src} does not fit FactSeg/{spec.encoder}: {str(exc)[:400]}") from None
+    check_state_dict(state, model.state_dict(), src, f"FactSeg/{spec.encoder}")
+    model.load_state_dict(state)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, spec, out_dir)

@@ -18,10 +18,11 @@ import yaml
 from segwise.errors import ConfigError
 
 ARCHS = {"fcn8": "fcn8", "segnet": "segnet", "enet": "enet", "gcn": "gcn", "deeplab_duc_hdc": "duc_hdc",
-         "upernet": "upernet", "pspnet": "pspnet", "deeplab": "deeplabv3plus", "unetresnet": "unet"}
+         "upernet": "upernet", "pspnet": "pspnet_dilated", "pspdensenet": "pspnet", "deeplab": "deeplabv3plus",
+         "unetresnet": "unet", "unet": "unet_classic", "segresnet": "segresnet"}
 """Its model zoo (lower-cased `arch.type`) → segwise's nearest registry name."""
 ARCH_NOTES = {"deeplab": "DeepLab v3+ becomes smp's deeplabv3plus", "unetresnet": "becomes smp's unet",
-              "pspnet": "becomes smp's pspnet (no auxiliary head)", "upernet": "becomes smp's upernet"}
+              "pspdensenet": "becomes smp's pspnet (give a densenet encoder)", "upernet": "becomes smp's upernet"}
 SMP_ARCHS = {"unetplusplus": "unetplusplus", "deeplabv3plus": "deeplabv3plus"}
 LOSSES = {"crossentropyloss2d": "ce", "diceloss": "dice", "focalloss": "focal", "ce_diceloss": "ce + dice",
           "lovaszsoftmax": "lovasz"}
@@ -31,8 +32,11 @@ TRAINER_KEYS = {"epochs": "trainer.max_epochs", "save_dir": "run.log_dir",
                 "save_period": "trainer.checkpoint_every_epochs", "early_stop": "trainer.early_stopping_patience",
                 "log_per_iter": "trainer.log_every_steps", "val_per_epochs": "trainer.val_every_epochs"}
 """Keys of its `trainer` section that map one to one."""
-READER_TYPES: dict[str, str] = {}
-"""Data-set `type`s with a segwise reader of the same layout (filled as readers are added); others read folders."""
+READER_TYPES: dict[str, str] = {"voc": "voc", "cityscapes": "cityscapes", "ade20k": "ade20k", "coco": "cocostuff",
+                                "tianchi": "tianchi", "meter": "meter"}
+"""Data-set `type`s (lower-cased) with a segwise reader of the same layout, read in place; others read folders."""
+LAYOUT_ARGS = {"mode": "the cityscapes reader takes gtFine where a split has it, else gtCoarse",
+               "partition": "the cocostuff reader tells the 10k release (imageLists/) from the 164k one"}
 
 
 @dataclass
@@ -189,6 +193,11 @@ def _loaders(data: dict, t: Translation) -> None:
             t.note(origin, value, "segwise rescales each image relative to its own size (data.scale_range)")
         elif key == "shuffle":
             t.note(origin, value, "training data is always shuffled (a resumable, seeded order)")
+        elif key in LAYOUT_ARGS and fmt:
+            t.note(origin, value, LAYOUT_ARGS[key])
+        elif key == "val_split":
+            if value:
+                t.set("data.val_fraction", value, origin)
         else:
             t.note(origin, value, "has no segwise equivalent")
     for key, value in _section(_section(data, "val_loader"), "args").items():

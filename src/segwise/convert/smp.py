@@ -13,7 +13,7 @@ channel *last*. segwise's models are K ≥ 2 softmax with background as class 0,
 
 from __future__ import annotations
 
-import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,20 +22,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segwise.convert.common import read_trainer_checkpoint, unwrap_state_dict
 from segwise.errors import CheckpointError
 from segwise.models import list_models, model_entry
+from segwise.models.registry import SPELLINGS
 from segwise.models.spec import ModelSpec, save_model
 from segwise.visualize import default_palette
 
-ARCH_NAMES = {"deeplabv3+": "deeplabv3plus", "unet++": "unetplusplus"}
-"""Spellings of the trainers' --model flag / smp class names that are not segwise's lower-cased name."""
 IMAGENET_MEAN = [123.675, 116.28, 103.53]  # pytorch-segmentation's loaders: ImageNet statistics, in 0-255 units
 IMAGENET_STD = [58.395, 57.12, 57.375]
 HEAD_KEYS = ("segmentation_head.0.weight", "segmentation_head.0.bias")
-_RECONSTRUCT = np._core.multiarray._reconstruct
-_NUMPY_GLOBALS = [np.ndarray, np.dtype, _RECONSTRUCT, (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
-                  *(type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8"))]
-"""What a pickled numpy array needs (numpy 1.x pickles name `numpy.core`, 2.x `numpy._core`); nothing else."""
 
 
 @dataclass
@@ -51,30 +47,12 @@ class SmpCheckpoint:
     std: list[float] | None = None
 
 
-def read_trainer_checkpoint(path: Path) -> Any:
-    """The checkpoint object, read without running pickled code; a file that needs more is refused with the fix."""
-    try:
-        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
-        raise CheckpointError(
-            f"{path} cannot be read as plain tensors and numbers ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}). It may be damaged, or hold a whole "
-            "pickled model, which segwise never unpickles: in the original environment re-save it with "
-            "torch.save(model.state_dict(), 'weights.pth') and convert that file") from None
-
-
 def _state_of(raw: Any, path: Path) -> dict[str, Tensor]:
-    for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-            raw = raw[key]
-            break
-    if not isinstance(raw, dict) or not raw or not all(isinstance(v, Tensor) for v in raw.values()):
+    state = unwrap_state_dict(raw)
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state_dict of tensors (looked at the file and its 'model', "
                               "'state_dict' and 'model_state_dict' entries)")
-    state = {k.removeprefix("module."): v for k, v in raw.items()}
+    state = dict(state)
     if not any(k.startswith("encoder.") for k in state) and any(k.startswith("model.encoder.") for k in state):
         state = {k.removeprefix("model."): v for k, v in state.items()}
     if not all(k in state for k in HEAD_KEYS):
@@ -118,7 +96,7 @@ def inspect_checkpoint(path: Path) -> SmpCheckpoint:
 
 def segwise_arch(name: str) -> str:
     """A trainer's model name (`Unet`, `deeplabv3+`, `UnetPlusPlus`) → the segwise registry name."""
-    key = ARCH_NAMES.get(name.lower(), name.lower())
+    key = SPELLINGS.get(name.lower(), name.lower())
     if key not in list_models(family="smp"):
         raise CheckpointError(f"model {name!r} is no smp architecture segwise knows ({', '.join(list_models('smp'))})"
                               "; give the right one with --arch")
@@ -179,7 +157,9 @@ def convert_smp_checkpoint(src: Path, out_dir: Path, *, arch: str | None = None,
     spec = ModelSpec(name=segwise_arch(arch), encoder=encoder, args={}, in_channels=in_channels,
                      num_classes=num_classes, class_names=list(names), palette=default_palette(num_classes).tolist(),
                      mean=list(mean), std=list(std), extra_channels=list(extras), class_values=class_values,
-                     unmapped="background" if sigmoid and class_values is not None else "error")
+                     unmapped="background" if sigmoid and class_values is not None else "error",
+                     # the smp trainer has no void value: its default class list [255] makes 255 a class
+                     ignore_index=-1 if sigmoid and class_values is not None else 255)
     if len(spec.class_names) != num_classes or len(spec.mean) != in_channels:
         raise CheckpointError(f"{src}: {len(spec.class_names)} class names / {len(spec.mean)} mean values for a "
                               f"model with {num_classes} classes and {in_channels} input channels; fix --classes / "

@@ -116,6 +116,14 @@ class ClassMap:
             unmapped=unmapped,
         )
 
+    def default_names(self) -> list[str]:
+        """Class names when the config gives none: named by mask value (`class_64`) when values are mapped."""
+        if self.binary:
+            return ["background", "foreground"]
+        if self.values is not None:
+            return [f"class_{value}" for value in self.values]
+        return [f"class_{i}" for i in range(self.num_classes)]
+
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """Map a raw H×W (values) or H×W×3 (RGB) mask to an int64 H×W index mask."""
         mapped = self._map(raw)

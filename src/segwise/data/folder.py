@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,14 +28,25 @@ MATTING_ALPHA_DIR_NAMES: tuple[str, ...] = ("mask", "alpha")
 MAX_LISTED_PROBLEMS = 50
 
 
+MaskReader = Callable[[Path, tuple[int, int]], np.ndarray]
+"""(the file holding a sample's mask, its image's H×W) → the raw mask, for layouts whose masks are not plain image
+files (an RLE row of a CSV, a `.mat` array, palette PNGs read as indices). Module-level functions or partials of
+them, so that samples reach data-loader worker processes."""
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One image with its mask (None when unlabelled) and extra single-channel planes, matched by file stem."""
+    """One image with its mask (None when unlabelled) and extra single-channel planes, matched by file stem.
+
+    `mask` is the file the mask comes from; `mask_reader`, when set, is how the layout reads it (else the file is an
+    image read by `read_mask`). Every reader of masks goes through `read_raw_mask`.
+    """
 
     name: str
     image: Path
     mask: Path | None
     extras: tuple[Path, ...] = ()
+    mask_reader: MaskReader | None = None
 
 
 def problems_error(title: str, problems: Sequence[str], fix: str = "") -> DataError:
@@ -200,9 +211,7 @@ def read_sample_image(sample: Sample) -> np.ndarray:
 
 def read_sample_mask(sample: Sample, class_map: ClassMap, image_size: tuple[int, int]) -> np.ndarray:
     """The sample's mask encoded to class indices; it must have the image's height and width."""
-    if sample.mask is None:
-        raise DataError(f"{display_path(sample.image)} has no mask; labelled data needs one per image")
-    raw = read_mask(sample.mask, colours=class_map.palette is not None)
+    raw = read_raw_mask(sample, colours=class_map.palette is not None, image_size=image_size)
     where = display_path(sample.mask)
     if raw.shape[:2] != tuple(image_size):
         raise DataError(
@@ -213,6 +222,25 @@ def read_sample_mask(sample: Sample, class_map: ClassMap, image_size: tuple[int,
         return class_map.encode(raw)
     except DataError as error:
         raise DataError(f"{where}: {error}") from None
+
+
+def read_raw_mask(sample: Sample, colours: bool = False, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A sample's mask as stored (values, or RGB), before class mapping: the one way masks are read.
+
+    The layout's `mask_reader` when it has one (given the image size, read from the image when not passed), else
+    the image file, palette PNGs as their displayed colours when `colours` (a class map given by colours).
+    """
+    if sample.mask is None:
+        raise DataError(f"{display_path(sample.image)} has no mask; labelled data needs one per image")
+    if sample.mask_reader is None:
+        return read_mask(sample.mask, colours=colours)
+    size = tuple(image_size) if image_size is not None else read_image(sample.image).shape[:2]
+    return sample.mask_reader(sample.mask, size)
+
+
+def read_index_mask(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+    """A `MaskReader` for layouts whose palette PNGs hold class indices whatever colours they show (VOC)."""
+    return read_mask(path)
 
 
 def collate_pad(batch: Sequence[dict[str, Any]], ignore_index: int = 255, multiple: int = 1) -> dict[str, Any]:

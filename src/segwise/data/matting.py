@@ -3,7 +3,9 @@ prompt corruptions, a torch Dataset yielding 4-channel inputs (RGB + prompt mask
 synthetic matting set.
 
 Layout of a split: `original/` (or `image/`, `images/`) RGB images, `mask/` (or `alpha/`) alpha mattes 0–255,
-optional `trimap/` (or any folder named by `trimap_dir`) with 0/128/255 trimaps; files are matched by stem.
+optional `trimap/` (or any folder named by `trimap_dir`) with 0/128/255 trimaps; files are matched by stem. The
+public data sets are read in the layouts they ship in (Composition-1K, P3M-500, AIM-500, AM-200; see
+`segwise.data.matting_layouts`); without a trimap file the target comes from the alpha by the rules below.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segwise.data.folder import (MATTING_ALPHA_DIR_NAMES, MATTING_IMAGE_DIR_NAMES, first_image_dir, index_by_stem,
-                                 problems_error)
+from segwise.data.folder import first_image_dir, index_by_stem, problems_error
 from segwise.data.io import read_image, read_mask, write_png
+from segwise.data.matting_layouts import AUTO, matting_layout, layouts_text
 from segwise.data.synthetic import textured_background, texture_layer
 from segwise.data.transforms import compose, mix_seed, normalize, seed_transform
 from segwise.errors import ConfigError, DataError
@@ -159,23 +161,25 @@ class PromptCorruption:
 
 
 # ---- folders and dataset --------------------------------------------------------------------------------------
-def find_matting_samples(split_dir: str | Path, trimap_dir: str | None = None,
-                         require_alpha: bool = True) -> list[MattingSample]:
-    """Match images with alpha mattes (and trimaps when `trimap_dir`, default `trimap/` if present) by stem."""
+def find_matting_samples(split_dir: str | Path, trimap_dir: str | None = None, require_alpha: bool = True,
+                         layout: str = AUTO) -> list[MattingSample]:
+    """Match images with alpha mattes (and trimaps: the folder `trimap_dir`, by default the layout's trimap folder
+    when present) by stem, in the matting `layout` ('auto': detected from the folder names)."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
-        raise DataError(f"{split_dir}: folder not found; a matting split holds original/ and mask/ (or alpha/)")
+        raise DataError(f"{split_dir}: folder not found; a matting split holds {layouts_text()}")
+    form = matting_layout(split_dir, layout)
     problems: list[str] = []
-    image_names, alpha_names = MATTING_IMAGE_DIR_NAMES, MATTING_ALPHA_DIR_NAMES
-    image_dir, alpha_dir = first_image_dir(split_dir, image_names), first_image_dir(split_dir, alpha_names)
+    image_dir, alpha_dir = first_image_dir(split_dir, form.images), first_image_dir(split_dir, form.alphas)
     if image_dir is None:
-        problems.append(f"no image folder; put the images in {split_dir / image_names[0]}/ (or {list(image_names[1:])})")
+        problems.append(f"no image folder: {split_dir / form.images[0]}/ is missing ({form.title} layout"
+                        f"{_others(form.images)})")
     if alpha_dir is None and require_alpha:
-        problems.append(f"no alpha folder; put the alpha mattes or prompt masks in {split_dir / alpha_names[0]}/ "
-                        f"(or {alpha_names[1]}/)")
+        problems.append(f"no alpha folder: {split_dir / form.alphas[0]}/ is missing ({form.title} layout, alpha "
+                        f"mattes or prompt masks{_others(form.alphas)})")
     if trimap_dir is not None and not (split_dir / trimap_dir).is_dir():
         problems.append(f"trimap folder {trimap_dir}/ is missing; add it or leave trimap.trimap_dir unset")
-    trimap_dir = trimap_dir or ("trimap" if (split_dir / "trimap").is_dir() else None)
+    trimap_dir = trimap_dir or next((name for name in form.trimaps if (split_dir / name).is_dir()), None)
     images = index_by_stem(image_dir, split_dir, problems) if image_dir else {}
     alphas = index_by_stem(alpha_dir, split_dir, problems) if alpha_dir else {}
     trimaps = index_by_stem(split_dir / trimap_dir, split_dir, problems) if trimap_dir and (split_dir / trimap_dir).is_dir() else {}
@@ -187,9 +191,16 @@ def find_matting_samples(split_dir: str | Path, trimap_dir: str | None = None,
         if trimaps and stem not in trimaps:
             problems.append(f"{image_dir.name}/{images[stem].name} has no trimap in {trimap_dir}/")
     if problems:
+        other = (f" If {split_dir} is another layout, name it with --format / trimap.format; the layouts: "
+                 f"{layouts_text()}.") if image_dir is None or alpha_dir is None else ""
         raise problems_error(str(split_dir), problems, "Fix: give every image an alpha matte (and a trimap, when a "
-                                                       "trimap folder is used) with the same file stem.")
+                                                       f"trimap folder is used) with the same file stem.{other}")
     return [MattingSample(stem, path, alphas.get(stem), trimaps.get(stem)) for stem, path in sorted(images.items())]
+
+
+def _others(names: tuple[str, ...]) -> str:
+    """'; or image/, images/' after the first of several accepted folder names."""
+    return f"; or {', '.join(f'{name}/' for name in names[1:])}" if len(names) > 1 else ""
 
 
 def read_grey(path: Path, shape: tuple[int, int]) -> np.ndarray:

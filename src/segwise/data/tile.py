@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from segwise.data.classmap import ClassMap
-from segwise.data.folder import Sample, display_path
-from segwise.data.io import read_image, read_mask, write_png, write_tiff
+from segwise.data.folder import Sample, display_path, read_sample_mask
+from segwise.data.io import read_image, write_png, write_tiff
 from segwise.errors import ConfigError, DataError
 from segwise.progress import track
 
@@ -40,19 +40,16 @@ def axis_starts(size: int, window: int, stride: int, offset: int = 0, edge: str 
     return [*range(offset, size - window, stride), size - window]
 
 
-MaskDecoder = Callable[[Path], np.ndarray]
-"""Mask file → int64 H×W class indices (ignore_index where unlabelled)."""
+MaskDecoder = Callable[[Sample, tuple[int, int]], np.ndarray]
+"""(sample, its image's H×W) → int64 H×W class indices (ignore_index where unlabelled), checked against the size."""
 
 
 def class_map_decoder(class_map: ClassMap) -> MaskDecoder:
-    """Decode masks with a ClassMap; colour class maps read displayed colours, so palette-mode PNGs work too."""
+    """Decode masks with a ClassMap, as training reads them (the layout's own mask reader, or the image file with
+    displayed colours for colour class maps, so palette-mode PNGs work too)."""
 
-    def decode(path: Path) -> np.ndarray:
-        raw = read_mask(path, colours=class_map.palette is not None)
-        try:
-            return class_map.encode(raw)
-        except DataError as error:
-            raise DataError(f"{display_path(path)}: {error}") from None
+    def decode(sample: Sample, image_size: tuple[int, int]) -> np.ndarray:
+        return read_sample_mask(sample, class_map, image_size)
 
     return decode
 
@@ -96,10 +93,8 @@ def tile_samples(samples: Sequence[Sample], out_dir: str | Path, decode: MaskDec
     dtype = _mask_dtype(ignore_index, num_classes - 1)
     count = 0
     for sample in track(samples, "tiling", unit="images"):
-        image, mask = read_image(sample.image), decode(sample.mask)
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"{display_path(sample.mask)}: mask is {mask.shape[0]}×{mask.shape[1]} but its image is "
-                            f"{image.shape[0]}×{image.shape[1]}; masks must match their image pixel for pixel")
+        image = read_image(sample.image)
+        mask = decode(sample, image.shape[:2])
         layers = [("images", image), *_read_planes(sample, image)]
         height, width = mask.shape
         windows = [(0, 0)] if size is None else tile_windows(height, width, size, stride, offset, edge)

@@ -18,7 +18,7 @@ import albumentations as A  # noqa: E402
 
 from segwise.errors import ConfigError  # noqa: E402
 
-PRESETS: tuple[str, ...] = ("none", "safe", "light", "medium", "hard")
+PRESETS: tuple[str, ...] = ("none", "safe", "light", "medium", "hard", "one")
 """Augmentation strengths as in the smp trainer; non-RGB inputs only get geometric and brightness/contrast/gamma ops."""
 
 Size = int | Sequence[int]
@@ -192,6 +192,11 @@ def _preset_ops(preset: str, num_channels: int, ignore_index: int) -> list[A.Bas
             A.RandomBrightnessContrast(p=0.5),
             affine(0.05, 15, p=0.5),
         ]
+    if preset == "one":  # every colour op in a row, each at p 0.5 (RGB only; others get brightness and gamma)
+        colours = [A.RandomBrightnessContrast(p=0.5), A.RandomGamma(p=0.5)]
+        if rgb:
+            colours[1:1] = [A.CLAHE(p=0.5), A.FancyPCA(p=0.5), A.HueSaturationValue(p=0.5), A.RGBShift(p=0.5)]
+        return [A.RandomRotate90(p=1.0), A.Transpose(p=0.5), *colours]
     if preset == "medium":
         return [
             A.HorizontalFlip(p=0.5),

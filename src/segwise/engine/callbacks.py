@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from segwise.errors import CheckpointError
 from segwise.io_utils import atomic_write
+from segwise.metrics.tables import PER_EPOCH_FILES, table_path, write_table
 from segwise.models.spec import save_model
 
 
@@ -136,6 +137,43 @@ class ExportBestModel(L.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state.get("best")
+
+
+class EpochScoreTable(L.Callback):
+    """`RUN/val_per_epoch.csv` (or the smp trainer's `_iou_per_epoch_val.csv`): after every validation, the epoch,
+    the step and each validation set's mIoU, the monitored score first. The rows live in the checkpoint, so a
+    resumed run rewrites the file as it stood at the step it resumes from, never with rows of steps it redoes."""
+
+    def __init__(self, run_dir: Path, monitor: str, style: str = "plain") -> None:
+        self.path = table_path(run_dir, PER_EPOCH_FILES, style)
+        self.monitor, self.style = monitor, style
+        self.rows: list[list[Any]] = []
+
+    def _columns(self, task: L.LightningModule) -> list[str]:
+        scores = [f"{prefix}/miou" for prefix in getattr(task, "val_prefixes", [])]
+        if len(scores) > int(getattr(task, "has_main_val", False)):
+            scores.append("val_extra/miou")
+        return [self.monitor, *[key for key in scores if key != self.monitor]]
+
+    def on_validation_end(self, trainer: L.Trainer, task: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        columns = self._columns(task)
+        values = [trainer.callback_metrics.get(key) for key in columns]
+        self.rows.append([trainer.current_epoch, trainer.global_step,
+                          *[None if value is None else float(value) for value in values]])
+        if not trainer.is_global_zero:
+            return
+        if self.style == "smp":  # "epoch; iou": the score the run selects on
+            write_table(self.path, None, [row[:1] + row[2:3] for row in self.rows], "smp")
+        else:
+            write_table(self.path, ["epoch", "step", *columns], self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = [list(row) for row in state.get("rows", [])]
 
 
 class RunProgressBar(RichProgressBar):

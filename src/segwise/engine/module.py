@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -46,13 +48,23 @@ def freeze(model: nn.Module, backbone: bool, batchnorm: bool) -> nn.Module:
         encoder = getattr(model, "encoder", None)
         if not isinstance(encoder, nn.Module):
             raise ConfigError(f"model.freeze_backbone: {type(model).__name__} has no separate backbone (no "
-                              "`encoder`); use it with smp models, FactSeg, GCN or DUC-HDC, or drop the option")
+                              "`encoder`); use it with a model that takes --encoder (smp models, FactSeg, GCN, "
+                              "DUC-HDC, SegResNet, pspnet_dilated), or drop the option")
         encoder.requires_grad_(False)
     if batchnorm:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.requires_grad_(False)
     return model
+
+
+def split_prefixes(names: Sequence[str], has_main: bool) -> list[str]:
+    """Log prefix of each validation set: `val` for the main one, `val_<label>` for the others, where a split
+    given as a path is labelled by its folder name (with its parent's when that alone would repeat)."""
+    labels = [Path(name).name or name for name in names]
+    labels = [label if labels.count(label) == 1 else "_".join(Path(name).parts[-2:]) for label, name in
+              zip(labels, names)]
+    return ["val" if has_main and i == 0 else f"val_{label}" for i, label in enumerate(labels)]
 
 
 def _rng_state() -> dict[str, Any]:
@@ -115,16 +127,25 @@ class SegwiseTask(L.LightningModule):
 
 
 class SegmentationTask(SegwiseTask):
-    """Trains `model` on (image, mask) batches; validation sets are named so extra ones log under their name."""
+    """Trains `model` on (image, mask) batches. `val_sizes`: image count of each validation set by name, the main
+    one (data.val_split) first when there is one; the others log as `val_<label>/*` and, together, as
+    `val_extra/miou`, their mIoUs weighted by image count (the smp trainer's score for --use-only-add-val)."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, config: Config, val_names: list[str]) -> None:
+    def __init__(self, model: nn.Module, spec: ModelSpec, config: Config,
+                 val_sizes: dict[str, int] | Sequence[str]) -> None:
         model = freeze(model, config.model.freeze_backbone, config.model.freeze_bn)
         super().__init__(tolerate_batch_of_one(model), spec, config)
-        self.val_names = val_names
+        sizes = val_sizes if isinstance(val_sizes, dict) else dict.fromkeys(val_sizes, 1)
+        self.val_names, self.val_sizes = list(sizes), list(sizes.values())
+        data = config.data
+        self.has_main_val = bool(self.val_names) and not getattr(data, "extra_val_only", False) \
+            and self.val_names[0] == data.val_split
+        self.val_prefixes = split_prefixes(self.val_names, self.has_main_val)
         loss = config.loss
-        # Every loss option goes to every term's factory, so a new LossConfig field needs no change here.
+        # Every loss option goes to every term's factory, so a new LossConfig field needs no change here
+        # (but aux_weight, which training_step applies).
         self.loss = build_loss(loss.name, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
-                               **loss.model_dump(exclude={"name"}))
+                               **loss.model_dump(exclude={"name", "aux_weight"}))
         self.channels_last = config.trainer.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -142,15 +163,24 @@ class SegmentationTask(SegwiseTask):
                     module.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; with `aux` (models with `has_aux`), (logits, auxiliary-head logits)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        return self.model(images, aux=True) if aux else self.model(images)
 
     # ---- training -------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss = self.loss(logits, batch["mask"])
+        aux_loss = None
+        if getattr(self.model, "has_aux", False):  # an auxiliary head (PSPNet's) is scored in training only
+            logits, aux_logits = self(batch["image"], aux=True)
+            aux_loss = self.loss(aux_logits, batch["mask"])
+        else:
+            logits = self(batch["image"])
+        loss = self.loss(logits, batch["mask"])  # after the aux loss: last_values (logged below) are the main ones
+        if aux_loss is not None:
+            self.log("train/loss_aux", aux_loss, batch_size=batch["image"].size(0))
+            loss = loss + self.config.loss.aux_weight * aux_loss
         self.check_finite(loss, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].size(0))
         if len(self.loss.last_values) > 1:
@@ -159,9 +189,12 @@ class SegmentationTask(SegwiseTask):
         return loss
 
     # ---- validation -----------------------------------------------------------------------------------------
+    def _is_main(self, dataloader_idx: int) -> bool:
+        return dataloader_idx == 0 and self.has_main_val
+
     def _evaluated(self, dataloader_idx: int) -> bool:
         """Extra validation sets run every `data.extra_val_every` epochs (the smp trainer's --adv-freq)."""
-        return dataloader_idx == 0 or (self.current_epoch + 1) % self.config.data.extra_val_every == 0
+        return self._is_main(dataloader_idx) or (self.current_epoch + 1) % self.config.data.extra_val_every == 0
 
     def on_validation_epoch_start(self) -> None:
         self._matrices = [ConfusionMatrix(self.spec.num_classes, self.spec.ignore_index, device=self.device)
@@ -175,7 +208,7 @@ class SegmentationTask(SegwiseTask):
         target = batch["mask"]
         preds = logits.argmax(1)
         self._matrices[dataloader_idx].update(preds, target)
-        if dataloader_idx == 0:
+        if self._is_main(dataloader_idx):
             self.log("val/loss", self.loss(logits, target), add_dataloader_idx=False, batch_size=target.size(0),
                      sync_dist=True)
             if self.global_rank == 0 and self.logger is not None:
@@ -209,19 +242,26 @@ class SegmentationTask(SegwiseTask):
                     heapq.heapreplace(self._worst, item)
 
     def on_validation_epoch_end(self) -> None:
-        for index, (name, matrix) in enumerate(zip(self.val_names, self._matrices)):
+        extra_scores: list[tuple[float, int]] = []
+        for index, (prefix, matrix) in enumerate(zip(self.val_prefixes, self._matrices)):
             if not self._evaluated(index):
                 continue
             matrix.all_reduce()
             metrics = matrix.compute(self.spec.class_names, absent_classes=self.config.metrics.absent_classes)
-            prefix = "val" if index == 0 else f"val_{name}"
+            main = self._is_main(index)
             for key in ("miou", "pixel_accuracy", "mean_accuracy", "fwiou", "mdice"):
-                self.log(f"{prefix}/{key}", float(np.nan_to_num(metrics[key])), prog_bar=key == "miou" and index == 0,
+                self.log(f"{prefix}/{key}", float(np.nan_to_num(metrics[key])), prog_bar=key == "miou" and main,
                          add_dataloader_idx=False)
-            if index == 0:
+            if not main:
+                extra_scores.append((float(np.nan_to_num(metrics["miou"])), self.val_sizes[index]))
+            if main:
                 for row in metrics["per_class"]:
                     if not np.isnan(row["iou"]):
                         self.log(f"val_class_iou/{row['name']}", float(row["iou"]), add_dataloader_idx=False)
+        if extra_scores:
+            total = sum(size for _, size in extra_scores)
+            self.log("val_extra/miou", sum(score * size for score, size in extra_scores) / total,
+                     prog_bar=not self.has_main_val, add_dataloader_idx=False)
         self._write_images()
 
     def _write_images(self) -> None:

@@ -1,4 +1,4 @@
-"""Optimizer by torch.optim name with a backbone LR factor, and the LR schedules of
+"""Optimizer by torch.optim name with a backbone LR factor or layer-wise LR decay, and the LR schedules of
 pytorch-segmentation and the smp trainer."""
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 
 def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, Any]]:
-    """Encoder parameters get lr × backbone_lr_factor (pytorch-segmentation's differential_lr), the rest the base lr."""
+    """Encoder parameters get lr × backbone_lr_factor (pytorch-segmentation's differential_lr), the rest the base lr;
+    with `layer_decay`, one group per layer of a ViT (`layer_decay_groups`)."""
+    if config.layer_decay is not None:
+        return layer_decay_groups(model, config)
     encoder = getattr(model, "encoder", None)
     if encoder is None or config.backbone_lr_factor == 1.0:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "all"}]
@@ -37,6 +40,32 @@ def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, An
     groups = [{"params": backbone, "lr": config.lr * config.backbone_lr_factor, "name": "backbone"},
               {"params": head, "lr": config.lr, "name": "head"}]
     return [g for g in groups if g["params"]]  # a frozen backbone leaves its group empty
+
+
+def layer_decay_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, Any]]:
+    """Layer-wise LR decay for ViT fine-tuning (BEiT/MAE): with L blocks, block i gets lr × decay^(L−i), the
+    embeddings below block 0 lr × decay^(L+1), and everything above the last block (final norm, neck, head) the full
+    lr. The model lists its layers from the input up in `decay_layers()` (embeddings, then one list per block)."""
+    decay = config.layer_decay
+    if not callable(getattr(model, "decay_layers", None)):
+        raise ConfigError(f"optimizer.layer_decay={decay}: {type(model).__name__} has no layers to decay (only a ViT "
+                          "that lists its blocks does, e.g. trimap_vit); remove optimizer.layer_decay, or use "
+                          "optimizer.backbone_lr_factor for an encoder-decoder model")
+    if config.backbone_lr_factor != 1.0:
+        raise ConfigError(f"optimizer.layer_decay={decay} and optimizer.backbone_lr_factor="
+                          f"{config.backbone_lr_factor} both scale the backbone's LR; set only one of them")
+    layers = model.decay_layers()
+    depth = len(layers) - 1  # blocks
+    names = ["embed", *(f"block{i}" for i in range(depth))]
+    seen: set[int] = set()
+    groups = []
+    for index, (name, params) in enumerate(zip(names, layers)):
+        trainable = [p for p in params if p.requires_grad and id(p) not in seen]
+        seen |= {id(p) for p in params}
+        groups.append({"params": trainable, "lr": config.lr * decay ** (depth + 1 - index), "name": name})
+    top = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    groups.append({"params": top, "lr": config.lr, "name": "head"})
+    return [g for g in groups if g["params"]]  # frozen layers leave their groups empty
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:

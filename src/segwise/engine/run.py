@@ -65,7 +65,7 @@ def check_resumable(run_dir: Path, spec: ModelSpec, keys: Sequence[str] = PIXEL_
                 f"{getattr(spec, key)!r}; use another run.name (--name) or restore the original data/config")
 
 
-RESUME_SETTINGS = ("optimizer.name", "optimizer.backbone_lr_factor", "scheduler.name")
+RESUME_SETTINGS = ("optimizer.name", "optimizer.backbone_lr_factor", "optimizer.layer_decay", "scheduler.name")
 """Settings a run cannot change when it resumes: the saved optimizer and scheduler state only fit the same ones."""
 
 
@@ -94,8 +94,9 @@ def check_resume_settings(checkpoint_path: Path, config: Any) -> None:
 
 
 def check_names(config: Any, tasks: tuple[str, ...]) -> None:
-    """Fail on a misspelt model, a model of another task, a bad loss or optimizer before any data is read."""
-    model_entry(config.model.name, tasks)
+    """Fail on a misspelt model, a model of another task, a bad loss or optimizer before any data is read; another
+    system's spelling of a model name becomes segwise's (`deeplabv3+` → `deeplabv3plus`)."""
+    config.model.name = model_entry(config.model.name, tasks).name
     parse_loss_spec(config.loss.name)
     check_loss_options(config.loss.model_extra or {})
     optimizer_class(config.optimizer.name)

@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import Dataset
 
 from segwise.config import TrainerConfig
-from segwise.engine.callbacks import (AtomicCheckpointIO, ExportBestModel, GracefulInterrupt, RunProgressBar,
-                                      StopRequested)
+from segwise.engine.callbacks import (AtomicCheckpointIO, EpochScoreTable, ExportBestModel, GracefulInterrupt,
+                                      RunProgressBar, StopRequested)
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.module import SegmentationTask
 from segwise.engine.run import Run
@@ -173,5 +173,7 @@ def fit_segmentation(config: Any, run: Run, train_set: Dataset, val_sets: dict[s
     datamodule = SegmentationDataModule(train_set, list(val_sets.values()), data.batch_size,
                                         data.val_batch_size or data.batch_size, data.num_workers, config.trainer.seed,
                                         data.ignore_index, input_stride(model))
-    task = SegmentationTask(model, spec, config, list(val_sets))
+    task = SegmentationTask(model, spec, config, {name: len(samples) for name, samples in val_sets.items()})
+    if val_sets:
+        callbacks = [EpochScoreTable(run.directory, config.trainer.monitor, config.run.csv_style), *callbacks]
     return fit(config.trainer, run, task, datamodule, has_val=bool(val_sets), callbacks=callbacks)

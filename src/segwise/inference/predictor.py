@@ -92,14 +92,22 @@ class Predictor:
         array = normalize(image, self.spec.mean, self.spec.std)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
 
-    @torch.inference_mode()
     def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """H×W×C image → K×H×W float32 probabilities at the input's own size."""
-        height, width = image.shape[:2]
-        probs = self.image_mode(self.model, self._to_tensor(image, source).to(self.device), self.stride)[0]
+        return self.predict_proba_batch([image], source)[0]
+
+    @torch.inference_mode()
+    def predict_proba_batch(self, images: Sequence[np.ndarray], source: str = "image") -> np.ndarray:
+        """N images of one size → N×K×H×W float32 probabilities from one forward of the mode (the server's
+        micro-batches); `predict_proba` is this with N = 1, so both give the same labels."""
+        height, width = images[0].shape[:2]
+        if any(image.shape[:2] != (height, width) for image in images):
+            raise DataError(f"{source}: a batch needs images of one size, got "
+                            f"{sorted({image.shape[:2] for image in images})}; group the images by size")
+        batch = torch.cat([self._to_tensor(image, source) for image in images]).to(self.device)
+        probs = self.image_mode(self.model, batch, self.stride)
         if probs.shape[-2:] != (height, width):
-            probs = torch.nn.functional.interpolate(probs[None], size=(height, width), mode="bilinear",
-                                                    align_corners=False)[0]
+            probs = torch.nn.functional.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         return probs.cpu().numpy()
 
     def labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""Metrics: the semantic confusion-matrix metrics here; each task's own metrics live in a module of their own."""
+"""Metrics: the semantic confusion-matrix metrics and boundary IoU here; each task's own metrics live in a module of
+their own."""
 
+from segwise.metrics.boundary import BoundaryIoU
 from segwise.metrics.confusion import (
     ConfusionMatrix,
     compute_metrics,
@@ -12,6 +14,7 @@ from segwise.metrics.confusion import (
 )
 
 __all__ = [
+    "BoundaryIoU",
     "ConfusionMatrix",
     "compute_metrics",
     "confusion_matrix",

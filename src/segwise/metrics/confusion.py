@@ -37,8 +37,11 @@ _SUMMARY_LABELS = {
     "fwiou": "fwIoU (IoU weighted by GT pixel share)",
     "mdice": "mDice (mean over classes present)",
     "miou_foreground": "mIoU without the background class",
+    "boundary_miou": "Boundary mIoU (d = 2 % of the diagonal; classes present)",
 }
-_CSV_FIELDS = ("kind", "name", *_PER_CLASS_KEYS, "support", "value")
+_BOUNDARY_KEY = "boundary_iou"  # per class, present when `segwise.metrics.boundary.BoundaryIoU` added it
+_TABLE_HEADERS = {"iou": "IoU %", "dice": "Dice %", "precision": "Precision %", "recall": "Recall %",
+                  "pixel_share": "Pixel share %", _BOUNDARY_KEY: "Boundary IoU %"}
 
 
 def _pair_counts(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int, per_image: bool) -> Tensor:
@@ -189,10 +192,17 @@ def _percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
 
 
+def _per_class_keys(metrics: dict) -> tuple[str, ...]:
+    """The per-class columns of a metrics dict: the confusion-matrix ones, and boundary IoU when it was added."""
+    rows = metrics["per_class"]
+    return _PER_CLASS_KEYS + ((_BOUNDARY_KEY,) if rows and _BOUNDARY_KEY in rows[0] else ())
+
+
 def format_table(metrics: dict) -> str:
     """Aligned text table of per-class metrics in percent, then the summary lines naming their averaging."""
-    header = ["class", "IoU %", "Dice %", "Precision %", "Recall %", "Pixel share %"]
-    rows = [[row["name"], *(_percent(row[key]) for key in _PER_CLASS_KEYS)] for row in metrics["per_class"]]
+    keys = _per_class_keys(metrics)
+    header = ["class", *(_TABLE_HEADERS[key] for key in keys)]
+    rows = [[row["name"], *(_percent(row[key]) for key in keys)] for row in metrics["per_class"]]
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
@@ -236,7 +246,7 @@ def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> tuple[Path, Path
     json_path, csv_path = out / "metrics.json", out / "metrics.csv"
     atomic_write_text(json_path, json.dumps(nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
     table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=_CSV_FIELDS)
+    writer = csv.DictWriter(table, fieldnames=("kind", "name", *_per_class_keys(metrics), "support", "value"))
     writer.writeheader()
     writer.writerows(nan_to_none(metrics_to_rows(metrics)))
     atomic_write_text(csv_path, table.getvalue())

@@ -55,10 +55,13 @@ class StrokeEmbedder(nn.Module):
 
     `root` is r (32 in the paper) and `depth` the number of 2× poolings (5 for 256 px); widths are r·2^i.
     `line_width` is the pen width its stroke images are drawn with, kept so later stages draw the same way.
+    `decoder_relu` puts a ReLU after each fully connected layer of the decoder stem; the reference code (the official
+    TensorFlow model and the PyTorch port) has none, so imported weights set it False (kept True for segwise runs
+    trained with it).
     """
 
     def __init__(self, image_size: int = 256, root: int = 32, depth: int = 5, hidden: int = 4096,
-                 code_size: int = 256, line_width: int = 2) -> None:
+                 code_size: int = 256, line_width: int = 2, decoder_relu: bool = True) -> None:
         super().__init__()
         self.line_width = line_width
         if image_size % (2 ** depth):
@@ -75,8 +78,8 @@ class StrokeEmbedder(nn.Module):
         flat = math.prod(self.bottleneck)
         self.to_code = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.Sigmoid(),
                                      nn.Linear(hidden, code_size), nn.Sigmoid())
-        self.from_code = nn.Sequential(nn.Linear(code_size, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, flat),
-                                       nn.ReLU(inplace=True))
+        act = nn.ReLU if decoder_relu else nn.Identity  # same module indices either way: weight files stay valid
+        self.from_code = nn.Sequential(nn.Linear(code_size, hidden), act(), nn.Linear(hidden, flat), act())
         self.recon_decoder = _ConvDecoder(channels)
         self.df_decoder = _ConvDecoder(channels)
 
@@ -100,12 +103,13 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, d_model: int, max_len: int) -> None:
         super().__init__()
-        position = torch.arange(max_len).unsqueeze(1)
-        freq = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-        table = torch.zeros(max_len, d_model)
+        # Angles in float64, rounded once to float32 as the reference code does (float32 angles drift by ~1e-6).
+        position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+        freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+        table = torch.zeros(max_len, d_model, dtype=torch.float64)
         table[:, 0::2] = torch.sin(position * freq)
         table[:, 1::2] = torch.cos(position * freq[: d_model // 2])
-        self.register_buffer("table", table, persistent=False)
+        self.register_buffer("table", table.float(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.size(1) > self.table.size(0):
@@ -115,10 +119,15 @@ class SinusoidalPositions(nn.Module):
 
 
 class ContextTransformer(nn.Module):
-    """Pre-LN encoder over stroke codes, pre-LN causal decoder over group codes, pointer head → N×T×S logits."""
+    """Pre-LN encoder over stroke codes, pre-LN causal decoder over group codes, pointer head → N×T×S logits.
+
+    The reference code normalises only the decoder's output (no final encoder LayerNorm) with LayerNorm eps 1e-6;
+    imported weights set `encoder_norm=False, norm_eps=1e-6` (the defaults keep segwise runs trained with them).
+    """
 
     def __init__(self, code_size: int = 256, d_model: int = 256, num_layers: int = 4, num_heads: int = 4,
-                 d_ff: int = 2048, dropout: float = 0.0, max_strokes: int = 512, max_groups: int = 64) -> None:
+                 d_ff: int = 2048, dropout: float = 0.0, max_strokes: int = 512, max_groups: int = 64,
+                 encoder_norm: bool = True, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.code_size = code_size
         self.stroke_in = nn.Linear(code_size, d_model)
@@ -126,11 +135,12 @@ class ContextTransformer(nn.Module):
         self.stroke_pos = SinusoidalPositions(d_model, max_strokes)
         self.group_pos = SinusoidalPositions(d_model, max_groups)
         layer = dict(d_model=d_model, nhead=num_heads, dim_feedforward=d_ff, dropout=dropout, batch_first=True,
-                     norm_first=True)
+                     norm_first=True, layer_norm_eps=norm_eps)
         self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), num_layers,
-                                             norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+                                             norm=nn.LayerNorm(d_model, eps=norm_eps) if encoder_norm else None,
+                                             enable_nested_tensor=False)
         self.decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(**layer), num_layers,
-                                             norm=nn.LayerNorm(d_model))
+                                             norm=nn.LayerNorm(d_model, eps=norm_eps))
         # The paper's pointer head: three linear maps without activations (1024 → 512 → 256 for d_model 256).
         self.pointer = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.Linear(4 * d_model, 2 * d_model),
                                      nn.Linear(2 * d_model, d_model))

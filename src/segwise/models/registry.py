@@ -66,9 +66,14 @@ def list_models(family: str | None = None, task: str | None = None) -> list[str]
                   if (family is None or e.family == family) and (task is None or e.task == task))
 
 
+SPELLINGS = {"deeplabv3+": "deeplabv3plus", "unet++": "unetplusplus"}
+"""Other systems' names of registered models (the smp trainer's `-m deeplabv3+`), accepted wherever a name is."""
+
+
 def model_entry(name: str, tasks: tuple[str, ...] | None = None) -> ModelEntry:
-    """The registry entry of `name`; with `tasks`, refuse a model of another task in one line naming its command."""
-    key = name.lower()
+    """The registry entry of `name` (or of one of its `SPELLINGS`); with `tasks`, refuse a model of another task in
+    one line naming its command."""
+    key = SPELLINGS.get(name.lower(), name.lower())
     if key not in _MODELS:
         close = difflib.get_close_matches(key, list(_MODELS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

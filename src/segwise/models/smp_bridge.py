@@ -99,15 +99,20 @@ def freeze_unused_vit_head(model: nn.Module) -> None:
             module.requires_grad_(False)
 
 
-def build_encoder(name: str, in_channels: int, weights: str | None) -> nn.Module:
-    """smp (or `tu-` timm) encoder of depth 5: features at strides 1, 2, 4, 8, 16 and 32, widths `out_channels`.
+def build_encoder(name: str, in_channels: int, weights: str | None, output_stride: int = 32) -> nn.Module:
+    """smp (or `tu-` timm) encoder of depth 5: features at strides 1, 2, 4, 8, 16 and 32, widths `out_channels`;
+    with `output_stride` 16 or 8 the last stages are dilated instead of strided (smp's own mechanism).
 
     `weights`: None (random init, nothing downloads), a weights name (downloads) or a local .pth/.safetensors
     file, which `load_encoder_weights` loads once the model around the encoder exists.
     """
     local = weights is not None and Path(weights).is_file()
     try:
-        return get_encoder(name, in_channels=in_channels, depth=5, weights=None if local else weights)
+        return get_encoder(name, in_channels=in_channels, depth=5, weights=None if local else weights,
+                           output_stride=output_stride)
+    except ValueError as exc:  # smp's refusal of a dilated encoder it cannot dilate (transformers, ...)
+        raise ModelError(f"model.encoder={name!r} cannot run at output stride {output_stride} ({exc}); use a "
+                         "convolutional encoder such as resnet50") from None
     except KeyError as exc:
         raise ModelError(f"model.encoder={name!r} / encoder_weights={weights!r} unknown to smp ({exc}); run "
                          "`segwise models` for encoder names, or use 'tu-<timm model>'") from None

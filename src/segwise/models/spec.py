@@ -157,8 +157,17 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # wrong keys or shapes, or not tensors
-        raise CheckpointError(f"weights in {weights_file or path} do not fit {spec.name}: {str(exc)[:400]}") from None
+        raise CheckpointError(f"weights in {weights_file or path} do not fit {spec.name}: {str(exc)[:400]}"
+                              f"{LAYOUT_CHANGES.get(spec.name, '')}") from None
     return model.to(device).eval(), spec
+
+
+LAYOUT_CHANGES = {
+    "trimap_vit": " (trimap models saved before 2026-12-03 have the earlier SimpleFPN neck and head, changed then to "
+                  "match the published SegTrimap model layer for layer so that its checkpoints import with `segwise "
+                  "convert trimap`; train such a run again)",
+}
+"""Architectures whose parameter layout changed, and what a file of the earlier layout should do."""
 
 
 def _read_checkpoint_state(path: Path) -> dict[str, torch.Tensor]:

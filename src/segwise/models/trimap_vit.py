@@ -4,8 +4,10 @@ Input convention: one tensor N×4×H×W, the normalised RGB image and, as the 4t
 [0, 1]. Keeping the prompt as an input channel lets the engine, sliding windows and TTA run the model unchanged.
 The ViT is timm's `VisionTransformer` (absolute position embeddings resampled to any input size); the prompt gets a
 patch embedding of its own that is added to the image patch tokens before the position embedding. A SimpleFPN neck
-turns the last token map into four scales, an all-MLP head fuses them, optional up-blocks go to stride 1, and the
-logits are resized to the input size.
+turns the last block's token map (no final norm) into four scales, an all-MLP head fuses them, optional up-blocks go
+to stride 1, and the logits are resized to the input size. Neck, head and the missing final norm follow SimpleClick's
+code layer for layer (proven by tests/test_convert_trimap.py against the upstream model), so `segwise convert
+trimap` loads its checkpoints.
 """
 
 from __future__ import annotations
@@ -43,16 +45,22 @@ def _norm_act(channels: int) -> list[nn.Module]:
 
 
 class SimpleFPN(nn.Module):
-    """ViTDet's simple feature pyramid: one stride-p map → strides p/4, p/2, p, 2p with channels dim·3/16 … dim·3/2."""
+    """ViTDet's simple feature pyramid as SimpleClick builds it: one stride-p map → strides p/4, p/2, p, 2p with
+    channels dim·3/16 … dim·3/2; the resampling branches are widened (max(2·out, dim/2), max(out, dim/2),
+    max(out, 2·dim)) and end in a 1×1 conv, layer for layer as SimpleClick's, so its checkpoints load."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         c4, c2, c1, c05 = dim * 3 // 16, dim * 3 // 8, dim * 3 // 4, dim * 3 // 2
-        self.x4 = nn.Sequential(nn.ConvTranspose2d(dim, c2, 2, stride=2), *_norm_act(c2),
-                                nn.ConvTranspose2d(c2, c4, 2, stride=2), *_norm_act(c4))
-        self.x2 = nn.Sequential(nn.ConvTranspose2d(dim, c2, 2, stride=2), *_norm_act(c2))
+        w4, w2, w05 = max(2 * c4, dim // 2), max(c2, dim // 2), max(c05, 2 * dim)
+        self.x4 = nn.Sequential(nn.ConvTranspose2d(dim, w4, 2, stride=2), *_norm_act(w4),
+                                nn.ConvTranspose2d(w4, w4 // 2, 2, stride=2), nn.GroupNorm(1, w4 // 2),
+                                nn.Conv2d(w4 // 2, c4, 1), *_norm_act(c4))
+        self.x2 = nn.Sequential(nn.ConvTranspose2d(dim, w2, 2, stride=2), nn.GroupNorm(1, w2),
+                                nn.Conv2d(w2, c2, 1), *_norm_act(c2))
         self.x1 = nn.Sequential(nn.Conv2d(dim, c1, 1), *_norm_act(c1))
-        self.x05 = nn.Sequential(nn.Conv2d(dim, c05, 2, stride=2), *_norm_act(c05))
+        self.x05 = nn.Sequential(nn.Conv2d(dim, w05, 2, stride=2), nn.GroupNorm(1, w05),
+                                 nn.Conv2d(w05, c05, 1), *_norm_act(c05))
         self.channels = (c4, c2, c1, c05)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -63,20 +71,23 @@ class SimpleFPN(nn.Module):
         return [self.x4(x), self.x2(x), self.x1(x), self.x05(coarse)]
 
 
+def _up_block(channels: int) -> nn.Sequential:
+    """×2 up-block of SimpleClick's head: 2×2 deconv halving the channels, GN, 1×1 conv, GN, GELU."""
+    half = channels // 2
+    return nn.Sequential(nn.ConvTranspose2d(channels, half, 2, stride=2), nn.GroupNorm(1, half),
+                         nn.Conv2d(half, half, 1), *_norm_act(half))
+
+
 class MLPHead(nn.Module):
-    """SegFormer-style head: 1×1 projection per scale, resize to the finest, concat, 1×1 fuse, optional ×2 up-blocks."""
+    """SegFormer-style head as SimpleClick's: 1×1 conv + ReLU per scale, resize to the finest, concat, 1×1 conv +
+    ReLU (no norm), optional ×2 up-blocks, dropout, 1×1 classifier."""
 
     def __init__(self, in_channels: tuple[int, ...], channels: int, classes: int, upsample: str, dropout: float) -> None:
         super().__init__()
-        self.proj = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.fuse = nn.Sequential(nn.Conv2d(channels * len(in_channels), channels, 1), *_norm_act(channels))
-        ups: list[nn.Module] = []
-        for _ in range(UPSAMPLE[upsample]):
-            ups += [nn.ConvTranspose2d(channels, channels, 2, stride=2), nn.GroupNorm(1, channels),
-                    nn.Conv2d(channels, channels // 2, 1), *_norm_act(channels // 2)]
-            channels //= 2
-        self.up = nn.Sequential(*ups)
-        self.classifier = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(channels, classes, 1))
+        self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(c, channels, 1), nn.ReLU()) for c in in_channels)
+        self.fuse = nn.Sequential(nn.Conv2d(channels * len(in_channels), channels, 1), nn.ReLU())
+        self.up = nn.Sequential(*(_up_block(channels >> i) for i in range(UPSAMPLE[upsample])))
+        self.classifier = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(channels >> UPSAMPLE[upsample], classes, 1))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[-2:]
@@ -102,7 +113,7 @@ class TrimapViT(nn.Module):
         dim, default_depth, heads = VIT_SIZES[size]
         self.vit = VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=3, num_classes=0,
                                      global_pool="", embed_dim=dim, depth=depth or default_depth, num_heads=heads,
-                                     mlp_ratio=4.0, qkv_bias=True, dynamic_img_size=True,
+                                     mlp_ratio=4.0, qkv_bias=True, dynamic_img_size=True, final_norm=False,
                                      drop_path_rate=drop_path_rate)
         self.mask_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=1, embed_dim=dim,
                                      flatten=False, output_fmt="NHWC", strict_img_size=False)
@@ -120,6 +131,14 @@ class TrimapViT(nn.Module):
         group = max(depth // WINDOW_GROUPS, 1)
         return {i for i in range(depth) if (i + 1) % group == 0 or i == depth - 1}
 
+    def decay_layers(self) -> list[list[nn.Parameter]]:
+        """Parameters from the input up, for layer-wise LR decay: the embeddings (image and prompt patch embeddings,
+        position embedding, class token), then each block; the rest (neck, head) lies above them."""
+        vit = self.vit
+        tokens = [p for p in (vit.pos_embed, vit.cls_token, vit.reg_token) if p is not None]
+        embeddings = [*vit.patch_embed.parameters(), *self.mask_embed.parameters(), *tokens]
+        return [embeddings, *(list(block.parameters()) for block in vit.blocks)]
+
     def tokens(self, image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Patch tokens N×h×w×D: image and prompt embeddings summed, position embedding added, blocks applied."""
         x = self.vit.patch_embed(image) + self.mask_embed(prompt)
@@ -133,7 +152,7 @@ class TrimapViT(nn.Module):
                 windows, padded = window_partition(x, self.window_size)
                 windows = block(windows.flatten(1, 2)).view_as(windows)
                 x = window_unpartition(windows, self.window_size, (height, width), padded)
-        return self.vit.norm(x)
+        return x  # no norm after the blocks: SimpleClick feeds the last block's tokens to the neck
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image, prompt = x[:, :3], x[:, 3:4]
@@ -166,7 +185,8 @@ def load_vit_weights(model: TrimapViT, path: str | Path) -> tuple[list[str], lis
                                                                                       weights_only=True)
     except Exception as exc:
         raise ModelError(f"{path} cannot be read as ViT weights ({exc})") from None
-    state = {k: v for k, v in _unwrap_state(raw).items() if not k.startswith(("head", "fc_norm", "decoder", "mask_token"))}
+    skipped = ("head", "norm.", "fc_norm", "decoder", "mask_token")  # classifier, final norms (unused), MAE decoder
+    state = {k: v for k, v in _unwrap_state(raw).items() if not k.startswith(skipped)}
     target = model.vit.state_dict()
     if "pos_embed" in state and state["pos_embed"].shape != target["pos_embed"].shape:
         prefix = model.vit.num_prefix_tokens

@@ -1,9 +1,11 @@
-"""The `segwise sketch prepare` cache: a whole sketch set as one compact ``.npz`` (vectors only, no images).
+"""The `segwise sketch prepare` cache: sketches as compact ``.npz`` files (vectors only, no images), one per split
+and category, ``<folder>/<split>/<category>.npz``.
 
 Images are cheap to rasterise on the fly (well under a millisecond per sketch), while a file per sample or stored
-256×256×S stacks (as in ContextSeg's ``.pt`` sets) cost gigabytes and hours of disk I/O. The file holds
+256×256×S stacks (as in ContextSeg's ``.pt`` sets) cost gigabytes and hours of disk I/O. A file holds
 concatenated points, stroke and sketch offsets, labels, categories, part names and keys; it is written atomically
-and read back without unpickling.
+and read back without unpickling. Keyed by split and category, preparing one category (say one file of a data set
+that ships a file per category) replaces that category only and leaves the others in the folder.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from segwise.data.sketch.formats import Sketch, SketchDataError, category_parts,
 from segwise.io_utils import atomic_write_stream
 from segwise.progress import track
 
-__all__ = ["CACHE_VERSION", "load_prepared", "prepare"]
+__all__ = ["CACHE_VERSION", "load_prepared", "load_prepared_split", "prepare", "prepared_splits",
+           "write_prepared"]
 
 CACHE_VERSION = 1
 _FIELDS = ("version", "points", "stroke_offsets", "sketch_offsets", "labels", "category_index", "categories",
@@ -84,3 +87,39 @@ def load_prepared(path: str | os.PathLike) -> list[Sketch]:
         sketches.append(Sketch(strokes[start:stop], arrays["labels"][start:stop], category,
                                list(part_names[category]), str(arrays["keys"][index])))
     return sketches
+
+
+def write_prepared(sketches: Sequence[Sketch], folder: str | os.PathLike, split: str) -> list[Path]:
+    """Write ``sketches`` (normalised as `prepare` does) as ``folder/<split>/<category>.npz``, one file per category;
+    other categories' files in the folder stay."""
+    by_category: dict[str, list[Sketch]] = {}
+    for sketch in sketches:
+        by_category.setdefault(sketch.category, []).append(sketch)
+    if not by_category:
+        raise SketchDataError(f"{folder}: nothing to prepare for split {split} (no sketches); check the input")
+    for name in (split, *by_category):
+        if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\")):
+            raise SketchDataError(f"{name!r} cannot name a cache file in {folder}; give splits and categories plain "
+                                  "names (no path separators)")
+    return [prepare(members, Path(folder) / split / f"{category}.npz") for category, members in by_category.items()]
+
+
+def prepared_splits(folder: str | os.PathLike) -> list[str]:
+    """The splits of a prepared folder: its subfolders that hold ``.npz`` files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(sub.name for sub in folder.iterdir() if sub.is_dir() and any(sub.glob("*.npz")))
+
+
+def load_prepared_split(folder: str | os.PathLike, split: str, categories: Sequence[str] | None = None
+                        ) -> list[Sketch]:
+    """The sketches of ``folder/<split>/*.npz`` (``categories``: only those files), category by category in name
+    order."""
+    files = {path.stem: path for path in sorted((Path(folder) / split).glob("*.npz"))}
+    missing = [name for name in categories or () if name not in files]
+    if missing:
+        raise SketchDataError(f"{Path(folder) / split}: no prepared {', '.join(missing)} (it has "
+                              f"{', '.join(files) or 'nothing'}); run `segwise sketch prepare` with those categories")
+    return [sketch for name, path in files.items() if categories is None or name in categories
+            for sketch in load_prepared(path)]

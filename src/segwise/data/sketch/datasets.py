@@ -6,7 +6,9 @@ strokes and a prepared set stays small.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,45 +17,99 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from segwise.data.sketch.cache import load_prepared
-from segwise.data.sketch.formats import Sketch, category_parts, normalize, read_sketches, read_spg_folder
+from segwise.data.sketch.cache import load_prepared, load_prepared_split, prepared_splits
+from segwise.data.sketch.formats import SPLITS, Sketch, category_parts, normalize, read_sketches, read_spg_folder
+from segwise.data.sketch.layouts import (CREATIVE_SPLITS, creative_folder, read_creative_folder, read_sketch_folder,
+                                         sketch_files)
+from segwise.data.sketch.splits import DEFAULT_SCHEME, scheme_splits, split_sketches
 from segwise.data.sketch.raster import FRAME, augment_sketch, distance_field, render_strokes, render_union
 from segwise.errors import ConfigError, DataError
 
 
-def load_sketches(root: Path | None, split: str, categories: list[str] | None = None,
-                  limit: int | None = None) -> list[Sketch]:
-    """Sketches of `split` from an SPG folder, a `segwise sketch prepare` folder (`<split>.npz`) or one file."""
+def read_splits(root: Path | None, splits: Sequence[str] | None = None, categories: Sequence[str] | None = None, *,
+                scheme: str = DEFAULT_SCHEME, seed: int = 0) -> dict[str, list[Sketch]]:
+    """Split → sketches of each of ``splits`` (None: every split the source has), reading the source once.
+
+    ``root`` is the SketchGNN SPG folder (``splits.json``), a folder of per-category SPG files (split by ``scheme``
+    and ``seed``, see `splits`), CreativeSketch's ``raw_data`` (last 500 = test), a `segwise sketch prepare` folder
+    (``<split>/<category>.npz``) or one sketch or ``.npz`` file (every split name gives all of it).
+    """
     if root is None:
         raise ConfigError("data.root is not set; pass the SPG folder, a `segwise sketch prepare` folder or a file")
+    scheme_splits(scheme)  # a bad scheme fails before any file is read
     root = Path(root)
-    if (root / "splits.json").is_file():
-        sketches = read_spg_folder(root, categories, split)
+    # each layout: its splits, and a reader of the named splits (layouts read in one go give all of theirs)
+    read: Callable[[list[str]], dict[str, list[Sketch]]]
+    if root.is_file():
+        available, layout = list(splits or ["all"]), "a sketch file"
+        read = partial(_read_file, root)
+    elif (root / "splits.json").is_file():
+        available, layout = list(SPLITS), "an SPG splits.json"
+        read = partial(_each_split, partial(read_spg_folder, root, categories))
+    elif root.is_dir() and creative_folder(root) is not None:
+        available, layout = list(CREATIVE_SPLITS), "CreativeSketch (its last 500 records are the test split)"
+        read = lambda _: read_creative_folder(root, categories)
+    elif prepared_splits(root):
+        available, layout = prepared_splits(root), "a `segwise sketch prepare` folder"
+        read = partial(_each_split, partial(load_prepared_split, root, categories=categories))
+    elif root.is_dir() and sketch_files(root):
+        available, layout = list(scheme_splits(scheme)), f"a folder of sketch files split {scheme}"
+        read = lambda _: split_sketches(read_sketch_folder(root, categories), scheme, seed)
+    elif root.is_dir() and any(root.glob("*.npz")):
+        raise DataError(f"{root} was prepared by an earlier segwise (one <split>.npz per split); run `segwise sketch "
+                        "prepare` on the source again: it now writes <split>/<category>.npz, so that preparing "
+                        "another category never replaces the first")
     elif root.is_dir():
-        if not (root / f"{split}.npz").is_file():
-            raise DataError(f"{root} holds no splits.json and no prepared {split}.npz; run `segwise sketch prepare` "
-                            "into it or pass the SPG folder")
-        sketches = load_prepared(root / f"{split}.npz")
-    elif root.is_file():
-        sketches = load_prepared(root) if root.suffix == ".npz" else read_sketches(root)
+        raise DataError(f"{root} holds no sketch data set: expected splits.json + raw/ (SPG from SketchGNN), "
+                        "<category>.ndjson files (SPG as SketchX-PRIS ships it, also inside 'Perceptual Grouping/'), "
+                        "CreativeSketch's raw_data (doodle_*.txt) or <split>/<category>.npz from `segwise sketch "
+                        "prepare`; pass one of those")
     else:
         raise DataError(f"{root} does not exist; pass the SPG folder, a prepared folder or a sketch file")
+    unknown = [split for split in splits or () if split not in available]
+    if unknown:
+        raise DataError(f"{root} has no {', '.join(unknown)} split: {layout} has {', '.join(available)}; name one of "
+                        "those (data.train_split, data.val_split where null trains without validation, --split or "
+                        "--splits)")
+    wanted = list(splits or available)
+    found = read(wanted)
+    return {split: _checked(found[split], root, split, categories) for split in wanted}
+
+
+def _read_file(path: Path, names: list[str]) -> dict[str, list[Sketch]]:
+    """One file is every split it is named as."""
+    sketches = load_prepared(path) if path.suffix == ".npz" else read_sketches(path)
+    return dict.fromkeys(names, sketches)
+
+
+def _each_split(read_split: Callable[[str], list[Sketch]], names: list[str]) -> dict[str, list[Sketch]]:
+    return {name: read_split(name) for name in names}
+
+
+def _checked(sketches: list[Sketch], root: Path, split: str, categories: Sequence[str] | None) -> list[Sketch]:
+    """Only the sketches of ``categories``, refusing a category the split lacks and an empty split."""
     if categories:
-        found = {s.category for s in sketches}
-        missing = sorted(set(categories) - found)
+        present = {s.category for s in sketches}
+        missing = sorted(set(categories) - present)
         if missing:
             raise DataError(f"{root} [{split}] has no sketches of {', '.join(missing)}; "
-                            f"it has {', '.join(sorted(found))}")
+                            f"it has {', '.join(sorted(present)) or 'none'}")
         sketches = [s for s in sketches if s.category in categories]
-    if limit:
-        sketches = first_per_category(sketches, limit)
     if not sketches:
         raise DataError(f"{root} [{split}] holds no sketches")
     return sketches
 
 
-def first_per_category(sketches: list[Sketch], limit: int) -> list[Sketch]:
-    """The first `limit` sketches of each category, in order (a reproducible slice of a split)."""
+def load_sketches(root: Path | None, split: str, categories: Sequence[str] | None = None, limit: int | None = None,
+                  *, scheme: str = DEFAULT_SCHEME, seed: int = 0) -> list[Sketch]:
+    """Sketches of one split (see `read_splits`), the first ``limit`` of each category when given."""
+    return first_per_category(read_splits(root, [split], categories, scheme=scheme, seed=seed)[split], limit)
+
+
+def first_per_category(sketches: list[Sketch], limit: int | None) -> list[Sketch]:
+    """The first `limit` sketches of each category, in order (a reproducible slice of a split); all without one."""
+    if not limit:
+        return sketches
     taken: dict[str, int] = {}
     kept = []
     for sketch in sketches:

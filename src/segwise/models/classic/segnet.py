@@ -18,8 +18,9 @@ from segwise.models.registry import register_model
 INPUT_STRIDE = 32
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
+    """Size-keeping conv (no bias: BN follows), BN, ReLU: the unit of SegNet, U-Net and PSPNet's heads."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 

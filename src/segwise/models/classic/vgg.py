@@ -13,10 +13,11 @@ def vgg16_stages(base_channels: int) -> list[tuple[int, int]]:
     return [(depth, base_channels * width) for depth, width in zip(VGG16_DEPTHS, VGG16_WIDTHS)]
 
 
-def he_init(*parts: nn.Module) -> None:
-    """He (fan-out) initialisation of every convolution in `parts`, with zero biases: VGG nets' from-scratch init."""
+def he_init(*parts: nn.Module, mode: str = "fan_out") -> None:
+    """He initialisation (`mode` fan_out, or fan_in as U-Net's paper) of every convolution in `parts`, with zero
+    biases: VGG nets' from-scratch init."""
     for module in (m for part in parts for m in part.modules()):
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -12,12 +12,12 @@ import yaml
 
 from segwise.config import Config, DataConfig, read_yaml, validate_config
 from segwise.data.classmap import ClassMap
-from segwise.data.folder import Sample, read_sample_image
-from segwise.data.readers import find_split, holds_images, reader, split_dir
-from segwise.data.io import read_mask
+from segwise.data.folder import Sample, read_raw_mask, read_sample_image
+from segwise.data.readers import data_splits, find_split, reader, split_path
 from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
 from segwise.errors import ConfigError, DataError
 from segwise.io_utils import atomic_write_text
+from segwise.progress import notice
 
 DATASET_FILE = "dataset.yaml"  # optional class_names/palette/num_classes beside the splits
 STATS_FILE = "dataset_stats.yaml"
@@ -37,19 +37,25 @@ def with_dataset_defaults(data: DataConfig) -> DataConfig:
     return validate_config({**data.model_dump(), **updates}, source, DataConfig)
 
 
-def infer_num_classes(samples: list[Sample], ignore_index: int) -> int:
+def mask_values(samples: list[Sample]) -> set[int]:
+    """Every value the masks hold (RGB masks are refused: they need a palette)."""
+    found: set[int] = set()
+    for sample in samples:
+        mask = read_raw_mask(sample)
+        if mask.ndim == 3:
+            raise DataError(f"{sample.mask}: RGB colour mask but no palette; set data.palette (one RGB colour per "
+                            "class) so colours can be mapped to classes")
+        found.update(int(v) for v in np.unique(mask))
+    return found
+
+
+def infer_num_classes(samples: list[Sample], ignore_index: int, found: set[int] | None = None) -> int:
     """Largest index-mask value (other than ignore) + 1, for data sets that state no class list.
 
     Masks whose values are mostly gaps (0/128/255 masks would give 129 classes, 127 never seen) are not index masks:
     that is refused, naming the values found and the options that map them.
     """
-    found: set[int] = set()
-    for sample in samples:
-        mask = read_mask(sample.mask)
-        if mask.ndim == 3:
-            raise DataError(f"{sample.mask}: RGB colour mask but no palette; set data.palette (one RGB colour per "
-                            "class) so colours can be mapped to classes")
-        found.update(int(v) for v in np.unique(mask) if v != ignore_index)
+    found = (mask_values(samples) if found is None else found) - {ignore_index}
     num_classes = max(found, default=1) + 1
     if num_classes > 2 and len(found) * 2 < num_classes:
         shown = ", ".join(str(v) for v in sorted(found)[:12]) + (", ..." if len(found) > 12 else "")
@@ -67,7 +73,12 @@ def build_class_map(data: DataConfig, samples: list[Sample] | None = None) -> Cl
     if num_classes is None and not (data.class_values or data.max_mask_value or data.palette or data.binary):
         if not samples:
             raise ConfigError("data.num_classes is not set and there are no masks to infer it from")
-        num_classes = infer_num_classes(samples, data.ignore_index)
+        found = mask_values(samples)
+        if found == {0, 255}:  # the smp trainer's default --class-list "255": 255 is the object, not void
+            notice("the masks hold only 0 and 255: read as background (0) and foreground (255) as the smp trainer "
+                   "does (data.binary); give --class-list or --num-classes to read them otherwise")
+            return ClassMap.from_options(binary=True, ignore_index=data.ignore_index)
+        num_classes = infer_num_classes(samples, data.ignore_index, found)
     return ClassMap.from_options(num_classes=num_classes, class_values=data.class_values,
                                  max_mask_value=data.max_mask_value, palette=data.palette, binary=data.binary,
                                  ignore_index=data.ignore_index, unmapped=data.unmapped)
@@ -86,9 +97,14 @@ def prepare_data(data: DataConfig) -> PreparedData:
     """Find and validate every split before training starts, reporting all bad files at once."""
     if data.root is None:
         raise ConfigError("data.root is not set; pass DATA_DIR to `segwise train` or set data.root")
-    train = find_split(data.format, split_dir(data.root, data.train_split), data.extra_channels)
-    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
-    vals = {name: find_split(data.format, split_dir(data.root, name), data.extra_channels) for name in split_names}
+    train = find_split(data.format, split_path(data.format, data.root, data.train_split), data.extra_channels)
+    main_val = [data.val_split] if data.val_split and not data.extra_val_only and not data.val_fraction else []
+    split_names = main_val + list(data.extra_val_splits)
+    vals = {name: find_split(data.format, split_path(data.format, data.root, name), data.extra_channels)
+            for name in split_names}
+    if data.val_fraction and not data.extra_val_only:
+        train, held_out = hold_out(train, data.val_fraction)
+        vals = {data.val_split or "val": held_out, **vals}
     class_map = build_class_map(data, train)
     report = validate_samples(train, class_map) if data.validate_data else None
     in_channels = report.channels if report else read_sample_image(train[0]).shape[2]
@@ -97,6 +113,25 @@ def prepare_data(data: DataConfig) -> PreparedData:
             validate_samples(samples, class_map, reference=("training", in_channels))
     check_statistics_length(data, in_channels)
     return PreparedData(train, vals, class_map, report, in_channels)
+
+
+def hold_out(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """(training, validation) with about `fraction` of the samples held out for validation, chosen by a hash of the
+    file name: the same files on every machine and run, and adding files never moves the others (pytorch-
+    segmentation's `val_split`). Both sides keep at least one sample."""
+    if len(samples) < 2:
+        raise DataError(f"data.val_fraction needs at least 2 training samples to hold some out, found {len(samples)}; "
+                        "add data or give a validation folder (data.val_split)")
+
+    def rank(sample: Sample) -> int:
+        return int(hashlib.sha1(sample.name.encode("utf-8")).hexdigest()[:12], 16)
+
+    limit = fraction * 16 ** 12
+    held = [s for s in samples if rank(s) < limit] or [min(samples, key=rank)]
+    if len(held) == len(samples):
+        held.remove(max(held, key=rank))
+    held_names = {s.name for s in held}
+    return [s for s in samples if s.name not in held_names], held
 
 
 def check_statistics_length(data: DataConfig, in_channels: int) -> None:
@@ -154,12 +189,9 @@ def check_data(config: Config) -> str:
     root = Path(data.root)
     if not root.is_dir():
         raise DataError(f"{root} does not exist; pass the data set root (holding train/, val/, ...) or a split folder")
-    splits = [root] if holds_images(root) else [p for p in sorted(root.iterdir()) if p.is_dir() and holds_images(p)]
-    if not splits:
-        raise DataError(f"{root} holds no split folder with images/ (expected {root}/train/images, ...)")
-    found = {split.name: find_split(data.format, split, data.extra_channels) for split in splits}
+    found = {split.name: find_split(data.format, split, data.extra_channels) for split in data_splits(data.format, root)}
     class_map = build_class_map(data, [s for samples in found.values() for s in samples])
-    names = data.class_names or [f"class_{i}" for i in range(class_map.num_classes)]
+    names = data.class_names or class_map.default_names()
     reports = {name: validate_samples(split_samples, class_map) for name, split_samples in found.items()}
     if len({report.channels for report in reports.values()}) > 1:
         counts = ", ".join(f"{name} {report.channels}" for name, report in reports.items())

@@ -11,8 +11,8 @@ import numpy as np
 
 from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, read_sample_image
-from segwise.data.readers import find_split, holds_images
-from segwise.data.io import IMAGE_EXTENSIONS, write_npy, write_png
+from segwise.data.readers import default_split, find_split, holds_images, reader
+from segwise.data.io import IMAGE_EXTENSIONS, is_image_file, write_npy, write_png
 from segwise.errors import ConfigError, DataError
 from segwise.inference.ensemble import Ensemble
 from segwise.inference.modes import DEFAULT_MAX_PIXELS
@@ -54,8 +54,11 @@ def save_prediction(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarra
 
 
 def prediction_inputs(path: Path, extra_channels: list[str], format: str = "folder") -> list[Sample]:
-    """A single image file, a folder of images, or a split folder with images/ (+ extra channel folders)."""
+    """A single image file, a folder of images, or a split folder with images/ (+ extra channel folders); in a layout
+    that names its splits (`voc`, ...), a split ROOT/SPLIT or a data-set root (its val split)."""
     path = Path(path)
+    if reader(format).splits is not None and not is_image_file(path):
+        return find_split(format, default_split(format, path), extra_channels, require_masks=False)
     if path.is_file():
         if extra_channels:
             raise DataError(f"{path}: the model needs extra channel planes {extra_channels}; pass the split folder "

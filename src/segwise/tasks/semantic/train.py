@@ -23,18 +23,19 @@ TASKS = ("semantic",)
 
 
 def model_spec(config: Config, prepared: PreparedData, mean: list[float], std: list[float]) -> ModelSpec:
-    data, num_classes = config.data, prepared.class_map.num_classes
-    names = data.class_names or [f"class_{i}" for i in range(num_classes)]
+    data, class_map = config.data, prepared.class_map
+    num_classes = class_map.num_classes
+    names = data.class_names or class_map.default_names()
     if len(names) != num_classes:
         raise ConfigError(f"data.class_names has {len(names)} names but the data has {num_classes} classes")
     palette = [list(c) for c in data.palette] if data.palette else default_palette(num_classes).tolist()
     return ModelSpec(name=config.model.name, encoder=config.model.encoder, args=dict(config.model.args),
                      in_channels=prepared.in_channels, num_classes=num_classes, class_names=list(names),
-                     palette=palette, ignore_index=data.ignore_index, mean=mean, std=std,
+                     palette=palette, ignore_index=class_map.ignore_index, mean=mean, std=std,
                      extra_channels=list(data.extra_channels),
                      image_size=list(data.image_size) if data.image_size else None,
-                     class_values=prepared.class_map.values and list(prepared.class_map.values),
-                     binary=data.binary, unmapped=data.unmapped)
+                     class_values=class_map.values and list(class_map.values),
+                     binary=class_map.binary, unmapped=class_map.unmapped)
 
 
 def check_sizes(config: Config) -> None:

@@ -17,10 +17,14 @@ from segwise.config import StrictModel, TaskConfig
 class SketchDataConfig(StrictModel):
     """Where the sketches come from and how strokes are drawn (as in ContextSeg's data preparation)."""
 
-    root: Path | None = Field(None, description="SPG folder (splits.json), a `sketch prepare` folder or one file")
+    root: Path | None = Field(None, description="SPG folder (splits.json, or <category>.ndjson files), CreativeSketch "
+                                                "raw_data, a `sketch prepare` folder or one file")
     categories: list[str] | None = Field(None, description="None = every category of the source")
     train_split: str = "train"
     val_split: str | None = "valid"
+    split_scheme: str = Field("80/10/10", description="split of a folder of per-category files: train/valid/test "
+                                                      "percentages, or 'official' (700 train / rest test)")
+    split_seed: int = Field(0, ge=0, description="seed of that split (same seed, same split)")
     max_per_category: int | None = Field(None, ge=1, description="use only the first N training sketches of each")
     max_val_per_category: int | None = Field(None, ge=1)
     canvas: int = Field(256, ge=16, description="stage 1 image side; stage 2 takes the embedder's")

@@ -13,38 +13,50 @@ import torch
 from torch.utils.data import DataLoader
 
 from segwise.data.io import write_png
-from segwise.data.sketch.cache import prepare
-from segwise.data.sketch.datasets import SketchDataset, collate_sketches, load_sketches
-from segwise.data.sketch.formats import Sketch, read_sketches
+from segwise.config import load_config
+from segwise.data.sketch.cache import write_prepared
+from segwise.data.sketch.datasets import SketchDataset, collate_sketches, load_sketches, read_splits
+from segwise.data.sketch.formats import SPLITS, Sketch, read_sketches
+from segwise.data.sketch.splits import DEFAULT_SCHEME
 from segwise.data.sketch.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_sketches
 from segwise.errors import CheckpointError, ConfigError, DataError
 from segwise.io_utils import atomic_write_text, ensure_writable_dir
 from segwise.metrics.sketch import sketch_metrics, write_sketch_metrics
 from segwise.models.contextseg import ContextSeg, StrokeClassifier
-from segwise.models.spec import ModelSpec, load_model
+from segwise.models.spec import ModelSpec, load_model, resolve_model_path
 from segwise.progress import progress, track
+from segwise.tasks.sketch.config import SketchConfig
 from segwise.tasks.sketch.draw import draw_parts, sketch_svg
 
 
-def prepare_splits(out_dir: Path, splits: list[str], source: Path | None = None, categories: list[str] | None = None,
-                   synthetic: int | None = None, seed: int = 0) -> list[Path]:
-    """Write `<out>/<split>.npz` for each split, from SPG/prepared data or (with `synthetic` = N training sketches
-    per category; N/5 for the other splits) from the procedural generator."""
+def prepare_splits(out_dir: Path, splits: list[str] | None, source: Path | None = None,
+                   categories: list[str] | None = None, synthetic: int | None = None, seed: int = 0,
+                   scheme: str = DEFAULT_SCHEME) -> list[Path]:
+    """Write `<out>/<split>/<category>.npz` for each split (None: every split of the source), from any sketch source
+    `read_splits` reads (a folder of per-category files split by `scheme` and `seed`), or (with `synthetic` = N
+    training sketches per category; N/5 for the other splits) from the procedural generator."""
     if (source is None) == (synthetic is None):
         raise ConfigError("give either a SOURCE (SPG folder or sketch file) or --synthetic N, not both or neither")
-    if source is not None and Path(source).is_file() and len(splits) != 1:
+    if source is not None and Path(source).is_file() and len(splits or ()) != 1:
         raise ConfigError(f"{source} is one file: name the one split it becomes, e.g. --splits test")
     out_dir = ensure_writable_dir(out_dir)
-    written = []
-    for number, split in enumerate(splits):
-        if synthetic is not None:
-            count = synthetic if split == "train" else max(1, synthetic // 5)
-            sketches = make_synthetic_sketches(count, categories=categories or len(SYNTHETIC_CATEGORIES),
-                                               seed=seed + number)
-        else:
-            sketches = load_sketches(source, split, categories)
-        written.append(prepare(sketches, out_dir / f"{split}.npz"))
-    return written
+    if synthetic is not None:
+        sets = {split: make_synthetic_sketches(synthetic if split == "train" else max(1, synthetic // 5),
+                                               categories=categories or len(SYNTHETIC_CATEGORIES), seed=seed + number)
+                for number, split in enumerate(splits or SPLITS)}
+    else:
+        sets = read_splits(source, splits, categories, scheme=scheme, seed=seed)
+    return [path for split, sketches in sets.items() for path in write_prepared(sketches, out_dir, split)]
+
+
+def run_split(model_path: Path) -> tuple[str, int]:
+    """The split scheme and seed a run was trained with (its config.yaml), else the defaults: evaluating on a folder
+    that is split on the fly must use the training run's split, or test sketches may have been trained on."""
+    config_file = resolve_model_path(Path(model_path))[0].parent / "config.yaml"
+    if not config_file.is_file():
+        return DEFAULT_SCHEME, 0
+    data = load_config(config_file, schema=SketchConfig).data
+    return data.split_scheme, data.split_seed
 
 
 def load_segmenter(model_path: Path, device: str | None = None) -> tuple[ContextSeg | StrokeClassifier, ModelSpec]:
@@ -74,10 +86,15 @@ def segment_sketches(model: ContextSeg | StrokeClassifier, sketches: list[Sketch
 
 
 def evaluate(model_path: Path, data_root: Path, split: str = "test", categories: list[str] | None = None,
-             out_dir: Path | None = None, limit: int | None = None, device: str | None = None) -> dict[str, Any]:
-    """P/C/SAcc/CAcc per category and their mean on a split; written to `<out>/metrics.json` and `.csv`."""
+             out_dir: Path | None = None, limit: int | None = None, device: str | None = None,
+             scheme: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """P/C/SAcc/CAcc per category and their mean on a split; written to `<out>/metrics.json` and `.csv`.
+
+    `scheme`/`seed` split a folder of per-category files (default: as the run was trained, see `run_split`)."""
     model, spec = load_segmenter(model_path, device)
-    sketches = load_sketches(data_root, split, categories or list(model.categories), limit)
+    trained_scheme, trained_seed = run_split(model_path)
+    sketches = load_sketches(data_root, split, categories or list(model.categories), limit,
+                             scheme=scheme or trained_scheme, seed=trained_seed if seed is None else seed)
     metrics = sketch_metrics(sketches, segment_sketches(model, sketches))
     out_dir = ensure_writable_dir(out_dir or Path(model_path) / "eval")
     metrics = {**metrics, "split": split, "model": str(model_path)}

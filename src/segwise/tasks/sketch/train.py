@@ -14,8 +14,9 @@ import lightning as L
 from torch.utils.data import Dataset
 
 from segwise.config import TrainerConfig
-from segwise.data.sketch.datasets import (SketchDataset, StrokeImageDataset, collate_sketches, load_sketches,
-                                          named_category_parts)
+from segwise.data.sketch.datasets import (SketchDataset, StrokeImageDataset, collate_sketches, first_per_category,
+                                          named_category_parts, read_splits)
+from segwise.data.sketch.formats import Sketch
 from segwise.engine.datamodule import SegmentationDataModule
 from segwise.engine.run import open_run
 from segwise.engine.trainer import fit
@@ -40,6 +41,15 @@ class SketchDataModule(SegmentationDataModule):
         self.collate = collate
 
 
+def read_data(data: SketchDataConfig) -> tuple[list[Sketch], list[Sketch]]:
+    """The training and validation sketches (the latter empty without `data.val_split`), the source read once."""
+    names = [data.train_split, *([data.val_split] if data.val_split else [])]
+    sets = read_splits(data.root, names, data.categories, scheme=data.split_scheme, seed=data.split_seed)
+    train = first_per_category(sets[data.train_split], data.max_per_category)
+    vals = first_per_category(sets[data.val_split], data.max_val_per_category) if data.val_split else []
+    return train, vals
+
+
 def _embed_spec(config: SketchConfig) -> ModelSpec:
     e, d = config.embed, config.data
     args = {"image_size": d.canvas, "root": e.root_features, "depth": e.depth, "hidden": e.hidden,
@@ -53,9 +63,8 @@ def train_embed(config: SketchConfig, callbacks: list[L.Callback] = ()) -> Path:
     data = config.data
     spec = _embed_spec(config)
     model = create_model(spec.name, **spec.args)  # checks canvas vs depth before any data is read
-    train = load_sketches(data.root, data.train_split, data.categories, data.max_per_category)
-    vals = ([load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)]
-            if data.val_split else [])
+    train, val = read_data(data)
+    vals = [val] if val else []
     seed = config.trainer.seed
     train_set = StrokeImageDataset(train, data.canvas, data.line_width, data.df_k, data.augment_p, seed)
     val_sets = [StrokeImageDataset(v, data.canvas, data.line_width, data.df_k) for v in vals]
@@ -91,9 +100,7 @@ def train_segment(config: SketchConfig, embed_run: Path, callbacks: list[L.Callb
     """Stage 2: freeze the embedder of `embed_run` and train the context transformer (or the baseline)."""
     embedder, embed_spec = load_embedder(embed_run)
     data, seed = config.data, config.trainer.seed
-    train = load_sketches(data.root, data.train_split, data.categories, data.max_per_category)
-    vals = (load_sketches(data.root, data.val_split, data.categories, data.max_val_per_category)
-            if data.val_split else [])
+    train, vals = read_data(data)
     parts = named_category_parts(train + vals)
     spec = _segment_spec(config, embed_spec, parts)
     model = create_model(spec.name, **spec.args)

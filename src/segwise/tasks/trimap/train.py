@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from segwise.data.matting import MEAN, STD, MattingDataset, PromptCorruption, find_matting_samples
+from segwise.data.matting import MEAN, STD, MattingDataset, MattingSample, PromptCorruption, find_matting_samples
 from segwise.data.readers import split_dir
 from segwise.engine.run import check_names, open_run
 from segwise.engine.trainer import fit_segmentation
@@ -32,16 +32,32 @@ def corruption(config: TrimapConfig) -> PromptCorruption:
     return PromptCorruption(edge_noise=t.edge_noise, contour_jitter=t.contour_jitter, hole_drop=t.hole_drop)
 
 
+def training_samples(config: TrimapConfig) -> list[MattingSample]:
+    """The samples of every training set (`trimap.train_sets`, else `data.train_split`), concatenated in order as
+    the trimap ViT's recipe concatenates its data sets; each set in its own layout."""
+    data, options = config.data, config.trimap
+    if data.root is None and not options.train_sets:
+        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise trimap train` (or the training sets with "
+                          "--train A B ...)")
+    folders = [split_dir(data.root, name) for name in options.train_sets or [data.train_split]]
+    twice = sorted({str(f) for f in folders if folders.count(f) > 1})
+    if twice:
+        raise ConfigError(f"trimap.train_sets (--train) names {', '.join(twice)} more than once; name each training "
+                          "set once")
+    return [sample for folder in folders
+            for sample in find_matting_samples(folder, options.trimap_dir, layout=options.format)]
+
+
 def train(config: TrimapConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
-    """Train on `data.root/{train_split,val_split}/{original,mask[,trimap]}` with the shared engine; the same run
+    """Train on the training sets (`data.root/train_split`, or `trimap.train_sets`) and validate on
+    `data.root/{val_split, extra_val_splits}`, matting folders in any layout, with the shared engine; the same run
     name resumes."""
     check_names(config, TASKS)
-    if config.data.root is None:
-        raise ConfigError("data.root is not set; pass DATA_DIR to `segwise trimap train`")
     data, options = config.data, config.trimap
-    train_samples = find_matting_samples(split_dir(data.root, data.train_split), options.trimap_dir)
+    train_samples = training_samples(config)
     split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
-    vals = {name: find_matting_samples(split_dir(data.root, name), options.trimap_dir) for name in split_names}
+    vals = {name: find_matting_samples(split_dir(data.root, name), options.trimap_dir, layout=options.format)
+            for name in split_names}
     run = open_run(config, lambda _: trimap_spec(config), config.model.name, config.model.args.get("size"))
     common = dict(size=input_size(run.spec), band=options.unknown_band, prompt_threshold=options.prompt_threshold)
     train_set = MattingDataset(train_samples, train=True, seed=config.trainer.seed, corruption=corruption(config),

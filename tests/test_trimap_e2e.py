@@ -58,7 +58,7 @@ def test_tiny_vit_beats_the_prompt_band_baseline(trained, tmp_path, capsys) -> N
     print(f"unknown IoU: tiny ViT {model['iou_unknown']:.3f}, best prompt band {baseline['iou_unknown']:.3f}; "
           f"mIoU {model['miou']:.3f} vs {baseline['miou']:.3f}")
     assert model["iou_unknown"] > baseline["iou_unknown"] + 0.08
-    assert model["miou"] > baseline["miou"] + 0.02  # measured: 0.715 vs 0.675
+    assert model["miou"] > baseline["miou"] + 0.02  # measured: 0.716 vs 0.675 (160 steps)
 
 
 def test_predict_writes_trimaps_and_overlays(trained, tmp_path) -> None:

@@ -253,7 +253,7 @@ def test_ctrl_c_during_predict_is_one_line(model_run: Path, data_root: Path, tmp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Predictor, "predict_proba", interrupted)
+    monkeypatch.setattr(Predictor, "predict_proba_batch", interrupted)  # every image goes through it
     code = main(_predict(model_run, data_root / "test" / "images", tmp_path / "out"))
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err

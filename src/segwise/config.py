@@ -71,6 +71,10 @@ class DataConfig(StrictModel):
     image_size: Size | None = Field(None, description="resize every sample to this "
                                     "(the smp trainer's --image-size)")
     crop_size: Size | None = Field(None, description="random training crop (pytorch-segmentation's crop_size)")
+    rare_class_crops: float = Field(0.0, ge=0, le=1, description="share of training crops placed around a pixel of a "
+                                    "rare class (needs crop_size); 0 = plain random crops")
+    rare_classes: list[int] | None = Field(None, description="classes rare_class_crops targets; None = those under "
+                                           "5 % of the training split's labelled pixels")
     scale_range: tuple[float, float] | None = Field(None, description="random rescale before cropping "
                                                     "(pytorch-segmentation's scale)")
     hflip: bool = True

@@ -13,10 +13,10 @@ import os
 import sys
 from importlib import metadata
 
-from segwise.cli import data, models, report, semantic, serve, sketch, tools, trimap
+from segwise.cli import data, models, plan, report, semantic, serve, sketch, tools, trimap
 from segwise.errors import Interrupted, SegwiseError
 
-COMMAND_MODULES = (semantic, data, trimap, sketch, tools, models, serve, report)
+COMMAND_MODULES = (semantic, plan, data, trimap, sketch, tools, models, serve, report)
 INTERRUPTED = ("interrupted (Ctrl-C); every output written before it is complete: run the same command again to "
                "finish")
 

@@ -98,6 +98,13 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def whole_number(text: str) -> int:
+    """A whole number of at least 0 (thread counts, where 0 means none)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
+    return int(text)
+
+
 def device(text: str) -> str:
     """A torch device string, the one meaning of `--device` in every subcommand."""
     if not DEVICE.fullmatch(text):
@@ -199,6 +206,35 @@ def add_mode_flags(parser: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: image scales, e.g. 0.75 1.0 1.25, or 'default' for "
                         f"pytorch-segmentation's {' '.join(map(str, DEFAULT_SCALES))}")
     g.add_argument("--flip", choices=["h", "v", "hv"], help="test-time augmentation: add horizontal/vertical mirrors")
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """`--backend`, `--threads`, `--quantize`, `--compile`: how predict and eval run the network's forward pass."""
+    g = parser.add_argument_group("runtime", "what runs the network: the engine around it (modes, windows, TTA, "
+                                  "rasters, ensembles) is the same")
+    g.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="torch (default) or onnxruntime (CPU): the model exported to ONNX on the fly, cached in "
+                        "RUN/.cache/onnx/; an exported .onnx MODEL always runs in onnxruntime")
+    g.add_argument("--threads", type=positive_int, metavar="N", help="threads of the forward pass (default: the cores)")
+    g.add_argument("--quantize", choices=["int8"],
+                   help="onnxruntime: static int8 quantization calibrated on training images of the run")
+    g.add_argument("--calibration-images", type=positive_int, default=16, metavar="N",
+                   help="--quantize: the first N training images of the run's config (default 16)")
+    g.add_argument("--min-agreement", type=float, default=0.99, metavar="F",
+                   help="--quantize: refuse int8 when its labels agree with float's on less than this fraction of "
+                        "the calibration pixels (default 0.99)")
+    g.add_argument("--compile", action="store_true", help="torch backend: torch.compile the network")
+
+
+def runtime(args: argparse.Namespace) -> Any:
+    """The `segwise.inference.Runtime` the backend flags ask for, checked before any model is read."""
+    from segwise.inference.onnx_backend import Runtime
+
+    chosen = Runtime(getattr(args, "backend", "torch"), getattr(args, "threads", None),
+                     getattr(args, "quantize", None), getattr(args, "calibration_images", 16),
+                     getattr(args, "min_agreement", 0.99), getattr(args, "compile", False))
+    chosen.check()
+    return chosen
 
 
 def add_raster_flags(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segwise.cli import flags
+from segwise.cli import flags, plan
 from segwise.config import AUGMENT_PRESETS
 
 MODEL_ARGUMENT = "run directory, model.yaml/model.safetensors or .ckpt file"
@@ -49,6 +49,10 @@ def _train_parser(sub: Any) -> None:
                         "their image counts (val_extra/miou)")
     flags.add_csv_style_flag(p, "the per-epoch table RUN/val_per_epoch.csv")
     flags.add_run_flags(p)
+    g = p.add_argument_group("self-configuring training (segwise plan)")
+    g.add_argument("--auto", action="store_true", help="plan the recipe from the data and the machine, print it, "
+                   "train with it (your --config, flags and --set win) and keep it as RUN/plan.yaml")
+    plan.add_plan_flags(g, None)
     p.set_defaults(handler=cmd_train)
 
 
@@ -72,7 +76,14 @@ def data_root(args: argparse.Namespace) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    config = flags.load_args_config(args, data_root(args))  # before importing Lightning: config errors come at once
+    if args.auto:
+        config = plan.auto_config(args, data_root(args))
+    elif args.budget is not None or args.memory is not None:
+        from segwise.errors import ConfigError
+
+        raise ConfigError("--budget and --memory size the recipe `--auto` plans; add --auto, or drop them")
+    else:
+        config = flags.load_args_config(args, data_root(args))  # before importing Lightning: config errors come at once
     flags.check_training_start(config)
 
     from segwise.tasks.semantic.train import train
@@ -106,6 +117,7 @@ def _eval_parser(sub: Any) -> None:
                    help="also write a per-image table (file, IoU, accuracy, each class's IoU)")
     flags.add_csv_style_flag(p, "the per-image table")
     flags.add_mode_flags(p)
+    flags.add_backend_flags(p)
     flags.add_ensemble_flags(p)
     p.set_defaults(handler=cmd_eval)
 
@@ -135,6 +147,7 @@ def run_eval(args: argparse.Namespace, model: Path, data_dir: Path, out: Path | 
 
     flags.check_output_dir(out)
     metrics = evaluate(model, data_dir, out, device=args.device, mode=flags.inference_mode(args),
+                       runtime=flags.runtime(args),
                        ensemble=args.ensemble, ensemble_method=args.ensemble_method,
                        ensemble_weights=args.ensemble_weights, format=args.format, **options)
     print(format_table(metrics))
@@ -266,16 +279,23 @@ def _predict_parser(sub: Any) -> None:
     flags.add_device_flag(p)
     flags.add_format_flag(p, "folder")
     flags.add_mode_flags(p)
+    flags.add_backend_flags(p)
     flags.add_raster_flags(p)
     p.add_argument("--rle", type=Path, metavar="CSV", help="also write a name<TAB>rle submission file (TianChi / "
                                                            "pytorch-segmentation format, name = input file name)")
     flags.add_rle_class_flag(p, "class encoded by --rle (default: every non-zero class)")
     flags.add_ensemble_flags(p)
+    p.add_argument("--batch", type=flags.positive_int, default=8, metavar="N",
+                   help="images of one size per forward pass (default 8; streamed rasters are not batched)")
+    p.add_argument("--workers", type=flags.whole_number, metavar="N",
+                   help="threads reading images, and threads writing outputs, while the network runs (default: the "
+                        "cores, at most 4; 0: one image after another)")
     p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     mode = flags.inference_mode(args)
+    runtime = flags.runtime(args)
     flags.check_device(args.device)
     flags.check_output_dir(args.out)
     flags.check_output_file(args.rle, "--rle", "submission.csv")
@@ -288,7 +308,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     written = predict(args.model, args.input, args.out, threshold=args.threshold, save=save, device=args.device,
                       mode=mode, raster=raster, ensemble=args.ensemble, ensemble_method=args.ensemble_method,
                       ensemble_weights=args.ensemble_weights, rle=args.rle, rle_class=args.rle_class,
-                      format=args.format)
+                      format=args.format, runtime=runtime, batch=args.batch, workers=args.workers)
     print(predict_summary(args, save, written))
 
 

@@ -35,10 +35,14 @@ def build_train_transform(
     blur: bool = False,
     ignore_index: int = 255,
     num_channels: int = 3,
+    rare_classes: Sequence[int] = (),
+    rare_class_crops: float = 0.0,
 ) -> A.Compose:
     """Random scale and rotation, the preset, resize to image_size and/or pad + random crop to crop_size, flips, blur.
 
     Geometric ops use nearest interpolation for masks and fill new mask pixels with ignore_index (images with 0).
+    With rare_classes and rare_class_crops > 0, that share of the crops is placed around a rare-class pixel
+    (`RareClassCrop`).
     """
     if preset not in PRESETS:
         raise ConfigError(f"augment.preset {preset!r} is unknown; choose one of {list(PRESETS)}.")
@@ -56,7 +60,10 @@ def build_train_transform(
     if crop_size is not None:
         height, width = _size(crop_size, "data.crop_size")
         ops.append(A.PadIfNeeded(height, width, position="top_left", **fill))
-        ops.append(A.RandomCrop(height, width))
+        if rare_classes and rare_class_crops > 0:
+            ops.append(RareClassCrop(height, width, rare_classes, rare_class_crops))
+        else:
+            ops.append(A.RandomCrop(height, width))
     if hflip:
         ops.append(A.HorizontalFlip(p=0.5))
     if vflip:
@@ -64,6 +71,34 @@ def build_train_transform(
     if blur:
         ops.append(A.GaussianBlur(sigma_limit=(0.1, 1.0), p=0.5))
     return compose(ops)
+
+
+class RareClassCrop(A.CropNonEmptyMaskIfExists):
+    """A random crop that, with probability `share`, holds a pixel of one of `classes` (at a random place in the
+    crop) when the mask has any: rare classes are seen more often than their pixel share (nnU-Net's foreground
+    oversampling)."""
+
+    def __init__(self, height: int, width: int, classes: Sequence[int], share: float) -> None:
+        if not 0 < share <= 1:
+            raise ConfigError(f"data.rare_class_crops must be in (0, 1], got {share}.")
+        super().__init__(height, width, p=1.0)
+        self.classes = [int(c) for c in classes]
+        self.share = float(share)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        mask = data["mask"]
+        rows, columns = mask.shape[:2]
+        if rows < self.height or columns < self.width:
+            raise ConfigError(f"crop {self.height}x{self.width} is larger than the padded image {rows}x{columns}.")
+        targets = np.argwhere(np.isin(mask, self.classes)) if self.py_random.random() < self.share else ()
+        if len(targets):
+            y, x = targets[self.py_random.randrange(len(targets))][:2]
+            top = int(np.clip(y - self.py_random.randint(0, self.height - 1), 0, rows - self.height))
+            left = int(np.clip(x - self.py_random.randint(0, self.width - 1), 0, columns - self.width))
+        else:
+            top = self.py_random.randint(0, rows - self.height)
+            left = self.py_random.randint(0, columns - self.width)
+        return {"crop_coords": (left, top, left + self.width, top + self.height)}
 
 
 def build_eval_transform(image_size: Size | None = None) -> A.Compose | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from segwise.data.classmap import ClassMap
@@ -25,6 +26,19 @@ class DatasetReport:
     sizes: Counter = field(default_factory=Counter)
     class_pixel_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ignore_pixels: int = 0
+    images_per_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    shapes: MaskShapes | None = None
+
+    def class_shares(self) -> np.ndarray:
+        """Each class's share of the labelled (not ignored) pixels."""
+        total = self.class_pixel_counts.sum()
+        return self.class_pixel_counts / total if total else np.zeros(len(self.class_pixel_counts))
+
+    def rare_classes(self, threshold: float = 0.05) -> list[int]:
+        """Classes present in the masks but under `threshold` of the labelled pixels (what the crop sampler and
+        class weights target)."""
+        shares = self.class_shares()
+        return [int(c) for c in np.flatnonzero((shares > 0) & (shares < threshold))]
 
     def format(self, class_names: Sequence[str] | None = None) -> str:
         """A readable summary with one row per class: pixel count and share of all mask pixels."""
@@ -50,19 +64,48 @@ class DatasetReport:
         return "\n".join(lines)
 
 
+@dataclass
+class MaskShapes:
+    """How the labels are laid out (`segwise plan`'s fingerprint): object sizes per class (8-connected components),
+    ignore pixels touching labelled ones (thin unlabelled borders hint at uncertain boundaries) and each class's
+    pixels in the upper half of the images (street scenes put sky above road, aerial tiles have no up)."""
+
+    num_classes: int
+    object_areas: dict[int, list[int]] = field(default_factory=dict)
+    ignore_border_pixels: int = 0
+    upper_half_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def add(self, encoded: np.ndarray, ignored: np.ndarray) -> None:
+        """Measure one class-index mask (`ignored` marks its ignore pixels)."""
+        if not len(self.upper_half_pixels):
+            self.upper_half_pixels = np.zeros(self.num_classes, np.int64)
+        for c in np.unique(encoded[~ignored]):
+            _, _, stats, _ = cv2.connectedComponentsWithStats((encoded == c).astype(np.uint8), connectivity=8)
+            self.object_areas.setdefault(int(c), []).extend(int(a) for a in stats[1:, cv2.CC_STAT_AREA])
+        if ignored.any():
+            labelled = cv2.dilate((~ignored).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            self.ignore_border_pixels += int((labelled & ignored).sum())
+        half = encoded.shape[0] // 2
+        top = encoded[:half][~ignored[:half]]
+        self.upper_half_pixels += np.bincount(top, minlength=self.num_classes)[: self.num_classes]
+
+
 def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats: bool = True,
-                     reference: tuple[str, int] | None = None) -> DatasetReport:
+                     reference: tuple[str, int] | None = None, shapes: bool = False) -> DatasetReport:
     """Read every image and mask once; raise one DataError listing every problem, else return a DatasetReport.
 
     Problems: unreadable files, NaN/inf pixels, mask/plane size ≠ image size, channel counts or pixel types that
     differ across the split (or from `reference`, (split name, channel count), e.g. the training split's for a
-    validation split), and mask values outside the class map. check_stats=False skips the class pixel counts.
+    validation split), and mask values outside the class map. check_stats=False skips the class pixel counts;
+    shapes=True also measures objects and label layout (`MaskShapes`, slower: connected components per class).
     """
     problems: list[str] = []
     channels: dict[str, int] = {}
     dtypes: dict[str, str] = {}
     sizes: Counter = Counter()
     counts = np.zeros(class_map.num_classes, np.int64)
+    images_per_class = np.zeros(class_map.num_classes, np.int64)
+    mask_shapes = MaskShapes(class_map.num_classes) if shapes else None
     ignore_pixels = 0
     where = samples[0].image.parent.parent if samples else Path("data")
     for sample in track(samples, f"checking {where.name}", unit="images"):
@@ -85,7 +128,11 @@ def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats
         if check_stats:
             ignored = encoded == class_map.ignore_index
             ignore_pixels += int(ignored.sum())
-            counts += np.bincount(encoded[~ignored], minlength=class_map.num_classes)[: class_map.num_classes]
+            image_counts = np.bincount(encoded[~ignored], minlength=class_map.num_classes)[: class_map.num_classes]
+            counts += image_counts
+            images_per_class += image_counts > 0
+            if mask_shapes is not None:
+                mask_shapes.add(encoded, ignored)
     problems += _minority_problems(channels, "channels", "give every image the same bands and extra planes")
     problems += _minority_problems(dtypes, "pixel type", "convert every image to the same bit depth")
     problems += _reference_problems(channels, reference)
@@ -98,6 +145,8 @@ def validate_samples(samples: Sequence[Sample], class_map: ClassMap, check_stats
         sizes=sizes,
         class_pixel_counts=counts,
         ignore_pixels=ignore_pixels,
+        images_per_class=images_per_class,
+        shapes=mask_shapes,
     )
 
 

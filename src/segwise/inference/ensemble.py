@@ -85,7 +85,8 @@ class Ensemble:
     def extend(cls, predictor: Predictor, name: str | Path, paths: Sequence[Path],
                weights: Sequence[float] | None = None, method: str = "mean") -> Ensemble:
         """`predictor` (loaded from `name`) plus the models at `paths`, run on its device with its mode."""
-        members = [predictor] + [Predictor.from_path(Path(p), predictor.device, predictor.mode) for p in paths]
+        members = [predictor] + [Predictor.from_path(Path(p), predictor.device, predictor.mode, predictor.runtime)
+                                 for p in paths]
         return cls(members, weights, method, names=[name, *paths])
 
     def combine(self, outputs: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from segwise.data.transforms import normalize
 from segwise.models import model_entry
 from segwise.models.spec import ModelSpec, load_model, peek_spec
 from segwise.errors import DataError
+from segwise.inference.onnx_backend import OnnxModel, Runtime, load_onnx, runtime_model
 from segwise.inference.raster import RasterModel, RasterResult, predict_raster
 from segwise.inference.whole import InferenceMode, ResizedInput, WholeImage
 from segwise.models import input_stride
@@ -54,12 +56,16 @@ PIXEL_TASKS = ("semantic", "trimap")  # models whose input is an image and whose
 class Predictor:
     """Preprocess exactly as in training (normalisation, optional fixed size), run a mode, return probabilities."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device | None = None,
-                 mode: InferenceMode | None = None) -> None:
+    def __init__(self, model: nn.Module | OnnxModel, spec: ModelSpec, device: str | torch.device | None = None,
+                 mode: InferenceMode | None = None, runtime: Runtime | None = None) -> None:
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.spec = spec
         self.mode = mode or WholeImage()
+        self.runtime = runtime or Runtime()
         self.stride = input_stride(model)
+        if isinstance(model, OnnxModel):  # an exported graph: BatchNorm already folded, layout its own
+            self.model = model
+            return
         example = torch.randn(1, spec.in_channels, *(spec.image_size or (2 * self.stride, 2 * self.stride)),
                               generator=torch.Generator().manual_seed(0))
         model = fold_batchnorm(model.eval(), example.to(next(model.parameters()).device))
@@ -75,12 +81,26 @@ class Predictor:
         return ResizedInput(tuple(self.spec.image_size), self.mode) if self.spec.image_size else self.mode
 
     @classmethod
-    def from_path(cls, path: Path, device: str | None = None, mode: InferenceMode | None = None) -> Predictor:
-        """Load a pixel model (semantic or trimap) from a run directory, model.yaml/model.safetensors or a .ckpt;
-        a model of another task (e.g. a sketch model) is refused before its weights are read."""
+    def from_path(cls, path: Path, device: str | torch.device | None = None, mode: InferenceMode | None = None,
+                  runtime: Runtime | None = None) -> Predictor:
+        """Load a pixel model (semantic or trimap) from a run directory, model.yaml/model.safetensors, a .ckpt or an
+        exported .onnx file, run by `runtime` (default: eager torch); a model of another task (e.g. a sketch model)
+        is refused before its weights are read. onnxruntime runs on the CPU."""
+        runtime = runtime or Runtime()
+        runtime.check()
+        if runtime.backend == "onnxruntime" or Path(path).suffix.lower() == ".onnx":
+            device = "cpu" if device in (None, "auto") else device
+            if torch.device(device).type != "cpu":
+                raise DataError(f"--device {device}: onnxruntime runs on the CPU here; use --device cpu, or "
+                                "--backend torch for the GPU")
+        if Path(path).suffix.lower() == ".onnx":
+            model, spec = load_onnx(path, replace(runtime, backend="onnxruntime"))
+            return cls(model, spec, device, mode, runtime)
         model_entry(peek_spec(path).name, PIXEL_TASKS)
         model, spec = load_model(path)
-        return cls(model, spec, device, mode)
+        predictor = cls(model, spec, device, mode, runtime)
+        predictor.model = runtime_model(predictor.model, spec, predictor.stride, Path(path), runtime)
+        return predictor
 
     def _to_tensor(self, image: np.ndarray, source: str) -> torch.Tensor:
         if image.ndim == 2:

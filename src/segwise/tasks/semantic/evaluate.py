@@ -19,6 +19,7 @@ from segwise.data.readers import default_split, find_split
 from segwise.data.io import write_png
 from segwise.data.validate import validate_samples
 from segwise.errors import CheckpointError
+from segwise.inference.onnx_backend import Runtime
 from segwise.inference.whole import InferenceMode
 from segwise.io_utils import ensure_writable_dir
 from segwise.metrics import ConfusionMatrix, per_image_iou, per_image_miou, write_metrics
@@ -36,7 +37,7 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
              ensemble_weights: Sequence[float] | None = None, mode: InferenceMode | None = None,
              background_index: int | None = None, format: str = "folder",
              absent_classes: str = "nan", per_image: str | None = None,
-             input_size: Sequence[int] | None = None) -> dict[str, Any]:
+             input_size: Sequence[int] | None = None, runtime: Runtime | None = None) -> dict[str, Any]:
     """Dataset-level confusion-matrix metrics of a trained model on a folder; writes metrics.json/csv to out_dir.
 
     `mode`: whole image (default), sliding windows and/or TTA (`segwise.inference.build_mode`).
@@ -45,9 +46,9 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
     `plots`: panels of the N worst images, or of every image when negative (written as they come).
     `per_image`: also write the per-image table (`per_image_rows`) in this style (`segwise.metrics.tables`).
     `input_size`: resize inputs to [H, W] for the model instead of its training size (the smp trainer's
-    --tile-size).
+    --tile-size). `runtime`: what runs the forward pass (`inference.onnx_backend.Runtime`; default eager torch).
     """
-    predictor = Predictor.from_path(model_path, device, mode)
+    predictor = Predictor.from_path(model_path, device, mode, runtime)
     if input_size is not None:
         predictor.spec = replace(predictor.spec, image_size=list(input_size))
     predictor = with_ensemble(predictor, model_path, ensemble, ensemble_method, ensemble_weights)
@@ -58,7 +59,9 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
     if report.channels != spec.in_channels:
         raise CheckpointError(f"{model_path} takes {spec.in_channels} channels but {data_dir} has {report.channels}; "
                               "evaluate on data with the bands the model was trained on")
-    out_dir = ensure_writable_dir(out_dir or resolve_model_path(model_path)[0].parent / "eval")
+    onnx_file = Path(model_path).suffix == ".onnx"
+    model_dir = Path(model_path).parent if onnx_file else resolve_model_path(model_path)[0].parent
+    out_dir = ensure_writable_dir(out_dir or model_dir / "eval")
     matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     boundary = BoundaryIoU(spec.num_classes, spec.ignore_index)
     worst: list[tuple[float, int, str, np.ndarray]] = []

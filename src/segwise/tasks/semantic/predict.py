@@ -16,13 +16,15 @@ from segwise.data.io import IMAGE_EXTENSIONS, is_image_file, write_npy, write_pn
 from segwise.errors import ConfigError, DataError
 from segwise.inference.ensemble import Ensemble
 from segwise.inference.modes import DEFAULT_MAX_PIXELS
+from segwise.inference.pipeline import default_workers, run_pipeline
 from segwise.inference.predictor import Predictor
 from segwise.inference.raster import RASTER_EXTENSIONS, raster_size
 from segwise.inference.rle import raster_rle_encode, rle_encode, write_rle_csv
+from segwise.inference.onnx_backend import Runtime
 from segwise.inference.whole import InferenceMode
 from segwise.io_utils import ensure_writable_dir
 from segwise.models.spec import ModelSpec
-from segwise.progress import track
+from segwise.progress import Progress, progress
 from segwise.visualize import colorize, overlay
 
 
@@ -102,41 +104,70 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
             ensemble: Sequence[Path] = (), ensemble_method: str | None = None,
             ensemble_weights: Sequence[float] | None = None, rle: Path | None = None,
             rle_class: int | None = None, mode: InferenceMode | None = None,
-            raster: RasterOptions | None = None, format: str = "folder") -> list[Path]:
+            raster: RasterOptions | None = None, format: str = "folder",
+            runtime: Runtime | None = None, batch: int = 8, workers: int | None = None) -> list[Path]:
     """Predict every input image; returns the list of index-mask files written (`<out>/<name>.tif` for rasters).
 
     `rle`: also write a `name<TAB>rle` CSV (TianChi format) of class `rle_class`, or of every non-zero class.
     `mode`: whole image (default), sliding windows and/or TTA. TIFF inputs and inputs over `raster.max_pixels`
     are streamed window by window into GeoTIFFs (`predict_raster`), with their extra channel planes, through
-    every ensemble member; their RLE is read back from the class GeoTIFF in column strips.
+    every ensemble member; their RLE is read back from the class GeoTIFF in column strips. `runtime`: torch
+    (default), torch.compile or onnxruntime (fp32/int8) for every member's forward pass. Ordinary images go through
+    `predict_images` (`batch` images of one size per forward, `workers` reader and writer threads, default
+    `default_workers()`); the outputs equal those of one image at a time (`batch=1, workers=0`).
     """
     raster = raster or RasterOptions()
-    predictor = Predictor.from_path(model_path, device, mode)
+    predictor = Predictor.from_path(model_path, device, mode, runtime)
     predictor = with_ensemble(predictor, model_path, ensemble, ensemble_method, ensemble_weights)
     check_rle_options(rle, rle_class, predictor.spec)
     out_dir = ensure_writable_dir(out_dir)
-    written, rle_rows = [], []
-    for sample in track(prediction_inputs(inputs, predictor.spec.extra_channels, format), "predicting", unit="images"):
-        if streams(sample, raster.max_pixels):
+    samples = prediction_inputs(inputs, predictor.spec.extra_channels, format)
+    streamed = [streams(sample, raster.max_pixels) for sample in samples]
+    outputs: dict[int, tuple[Path, tuple[str, str] | None]] = {}
+    with progress(len(samples), "predicting", unit="images") as counter:
+        for index in (i for i, is_raster in enumerate(streamed) if is_raster):
+            sample = samples[index]
             result = predictor.predict_raster([sample.image, *sample.extras], out_dir / f"{sample.name}.tif",
                                               probs=raster.probs, confidence=raster.confidence, color=raster.color,
                                               overwrite=raster.overwrite, threshold=threshold,
                                               progress=raster.progress, whole_image_pixels=raster.max_pixels)
-            if rle is not None:
-                rle_rows.append((sample.image.name, raster_rle_encode(result.classes, rle_class)))
-            written.append(result.classes)
-            continue
-        image = read_sample_image(sample)
-        probs = predictor.predict_proba(image, str(sample.image))
-        labels = predictor.labels(probs, threshold)
-        save_prediction(out_dir, sample.name, image, labels, probs, predictor.spec, save)
-        if rle is not None:
-            # rows are named by the file name, as in pytorch-segmentation's CSVs
-            rle_rows.append((sample.image.name, rle_encode(labels, rle_class)))
-        written.append(out_dir / "index" / f"{sample.name}.png")
+            row = (sample.image.name, raster_rle_encode(result.classes, rle_class)) if rle is not None else None
+            outputs[index] = (result.classes, row)
+            counter.advance()
+        ordinary = [i for i, is_raster in enumerate(streamed) if not is_raster]
+        outputs.update(zip(ordinary, predict_images(predictor, [samples[i] for i in ordinary], out_dir, save,
+                                                    threshold, rle is not None, rle_class, batch, workers, counter)))
+    written = [outputs[i][0] for i in range(len(samples))]
+    # rows are named by the file name, as in pytorch-segmentation's CSVs
+    rle_rows = [outputs[i][1] for i in range(len(samples))]
     if rle is not None:
         write_rle_csv(rle, rle_rows)
     return written
+
+
+def predict_images(predictor: Predictor | Ensemble, samples: Sequence[Sample], out_dir: Path, save: set[str],
+                   threshold: float | None, rle: bool, rle_class: int | None, batch: int, workers: int | None,
+                   counter: Progress) -> list[tuple[Path, tuple[str, str] | None]]:
+    """Each sample's index-mask path and RLE row (when `rle`), in input order: reading, the forward pass (batches of
+    up to `batch` images of one size; an ensemble forwards one image at a time) and writing overlap. With saved
+    probabilities every forward takes one image: a batched forward differs from a single one in the last bit of some
+    probabilities (never, in the tests, in a label), and the .npy files must equal those of one image at a time."""
+
+    def forward(images: list[np.ndarray], batch_samples: list[Sample]) -> np.ndarray:
+        if isinstance(predictor, Predictor):
+            return predictor.predict_proba_batch(images, str(batch_samples[0].image))
+        return np.stack([predictor.predict_proba(image, str(s.image)) for image, s in zip(images, batch_samples)])
+
+    def write(sample: Sample, image: np.ndarray, probs: np.ndarray) -> tuple[Path, tuple[str, str] | None]:
+        labels = predictor.labels(probs, threshold)
+        save_prediction(out_dir, sample.name, image, labels, probs, predictor.spec, save)
+        row = (sample.image.name, rle_encode(labels, rle_class)) if rle else None
+        return out_dir / "index" / f"{sample.name}.png", row
+
+    workers = default_workers() if workers is None else workers
+    batch = 1 if "probs" in save else batch
+    return run_pipeline(samples, read_sample_image, forward, write, batch=batch, workers=workers,
+                        done=counter.advance)
 
 
 def with_ensemble(predictor: Predictor, model_path: Path, members: Sequence[Path], method: str | None,

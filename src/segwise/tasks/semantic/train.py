@@ -57,6 +57,14 @@ def check_sizes(config: Config) -> None:
                           f"{config.model.name}'s input stride {stride}; use e.g. --image-size {fit}")
 
 
+def rare_classes(config: Config, prepared: PreparedData) -> list[int]:
+    """The classes data.rare_class_crops targets: data.rare_classes, else those under 5 % of the training split's
+    labelled pixels (from the data check; none when it is off)."""
+    if config.data.rare_classes is not None or not config.data.rare_class_crops:
+        return list(config.data.rare_classes or [])
+    return prepared.report.rare_classes() if prepared.report is not None else []
+
+
 def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     """Validate data, build the model and train; re-running with the same run name resumes from last.ckpt.
 
@@ -77,7 +85,9 @@ def train(config: Config, callbacks: list[L.Callback] = ()) -> Path:
     train_transform = build_train_transform(data.augment, crop_size=data.crop_size, image_size=data.image_size,
                                             scale_range=data.scale_range, hflip=data.hflip, vflip=data.vflip,
                                             rotate=data.rotate, blur=data.blur, ignore_index=data.ignore_index,
-                                            num_channels=prepared.in_channels)
+                                            num_channels=prepared.in_channels,
+                                            rare_classes=rare_classes(config, prepared),
+                                            rare_class_crops=data.rare_class_crops)
     eval_transform = build_eval_transform(data.image_size)
     datasets = dict(class_map=prepared.class_map, mean=run.spec.mean, std=run.spec.std)
     train_set = SegmentationDataset(prepared.train, transform=train_transform, seed=config.trainer.seed, **datasets)

@@ -1,0 +1,88 @@
+"""`segwise plan DATA`: choose a training recipe from the data and the machine, written as a commented config;
+`segwise train DATA --auto` plans and trains with it (the plan is kept in the run directory as plan.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from segwise.cli import flags
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "": 60}
+BYTES = {"": 2**30, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+PLAN_FILE = "plan.yaml"
+
+
+def duration(text: str) -> float:
+    """`30m`, `2h`, `1h30m`, `90s` or `45` (minutes) → seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", text.strip().lower())
+    if not parts or re.sub(r"[\d.\s smh]", "", text.lower()) or float(sum(float(n) for n, _ in parts)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give e.g. 30m, 2h, 1h30m or 90s")
+    return sum(float(n) * UNITS[unit] for n, unit in parts)
+
+
+def memory_size(text: str) -> int:
+    """`8GB`, `8G`, `512MB` or `8` (GiB) → bytes (powers of 1024)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give e.g. 8GB, 512MB or 16G")
+    return int(float(match[1]) * BYTES[match[2]])
+
+
+def add_plan_flags(parser: Any, budget_default: str | None) -> None:
+    """--budget and --memory: what the plan may spend (time) and use (memory)."""
+    parser.add_argument("--budget", type=duration, default=duration(budget_default) if budget_default else None,
+                        help=f"training time to plan for, e.g. 30m, 2h, 90s (default {budget_default or '30m'})")
+    parser.add_argument("--memory", type=memory_size,
+                        help="memory training may use, e.g. 8GB (default: 90%% of the GPU's, or half the free RAM)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("plan", help="choose crop, batch, model, loss, sampling and augmentation from the data",
+                       description="Read the training split once (sizes, bands, class shares, object sizes, label "
+                                   "borders), measure a training step of each candidate model on the device, and "
+                                   "write a config whose every choice carries its reason; train it with `segwise "
+                                   "train DATA --config plan.yaml`.")
+    p.add_argument("data_dir", type=Path, help="data set root holding train/ (and val/)")
+    p.add_argument("-o", "--out", type=Path, default=Path(PLAN_FILE),
+                   help=f"config file to write (default {PLAN_FILE})")
+    add_plan_flags(p, "30m")
+    flags.add_device_flag(p)
+    flags.add_data_flags(p)
+    p.set_defaults(handler=cmd_plan)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    config = flags.load_args_config(args, args.data_dir)
+    flags.check_output_file(args.out, "-o", PLAN_FILE)
+    from segwise.io_utils import atomic_write_text
+    from segwise.tasks.semantic.plan import make_plan
+
+    plan = make_plan(config, args.budget, args.device, args.memory)
+    atomic_write_text(args.out, plan.to_yaml())
+    print(f"{plan.table()}\n\nplan written to {args.out}; train it with: segwise train {args.data_dir} --config "
+          f"{args.out}")
+
+
+def auto_config(args: argparse.Namespace, root: Path) -> Any:
+    """`train --auto`: the plan under the user's --config, flags and --set; printed, and saved as plan.yaml in the
+    run directory (the run is named now so that the plan and the training share it)."""
+    from segwise.config import load_config, merge, read_yaml
+    from segwise.engine.run import run_directory
+    from segwise.io_utils import atomic_write_text
+    from segwise.tasks.semantic.plan import default_device, make_plan
+
+    user = flags.load_args_config(args, root)
+    device = args.device or default_device("cpu" if args.cpu else user.trainer.accelerator)
+    plan = make_plan(user, args.budget or duration("30m"), device, args.memory)
+    print(plan.table() + "\n")
+    given = flags.foreign_config(args.config) or (read_yaml(args.config) if args.config else {})
+    config = load_config(None, [*flags.length_overrides(args), *args.overrides],
+                         {**flags.config_flags(args), "data.root": str(root)}, base=merge(plan.config(), given))
+    directory = run_directory(config.run, config.model.name, config.model.encoder)
+    config.run.name = directory.name
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / PLAN_FILE, plan.to_yaml())
+    return config

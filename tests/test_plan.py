@@ -1,0 +1,175 @@
+"""`segwise plan` and `train --auto`: each rule on synthetic fingerprints, the fingerprint's mask measurements, the
+rare-class crop sampler, and the commands on the synthetic set."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+
+import albumentations as A
+import numpy as np
+import pytest
+import yaml
+
+from segwise.cli import main
+from segwise.cli.plan import duration, memory_size
+from segwise.config import load_config
+from segwise.data.transforms import apply_transform, build_train_transform, seed_transform
+from segwise.data.validate import MaskShapes
+from segwise.tasks.semantic import plan
+from segwise.tasks.semantic.plan import (Fingerprint, augment_rule, batch_rule, crop_rule, loss_rule, model_rule,
+                                         sampler_rule)
+
+COLOUR_OPS = (A.RandomBrightnessContrast, A.RandomGamma, A.CLAHE, A.HueSaturationValue, A.RGBShift, A.FancyPCA)
+
+
+def fingerprint(class_pixels=(600, 400), object_area=1600, channels=3, dtypes=("uint8",), side=1024,
+                upper=None) -> Fingerprint:
+    """20 images of side × side; 50 objects of `object_area` pixels in class 1."""
+    pixels = np.asarray(class_pixels, np.int64)
+    return Fingerprint(Counter({(side, side): 20}), channels, set(dtypes), [f"c{i}" for i in range(len(pixels))],
+                       pixels, np.full(len(pixels), 20), {1: [object_area] * 50},
+                       upper_half_pixels=None if upper is None else np.asarray(upper, np.int64))
+
+
+def values(choices) -> dict:
+    return {c.key: c.value for c in choices}
+
+
+def test_tiny_objects_get_small_object_mining_and_a_larger_crop():
+    tiny, medium = fingerprint(object_area=100), fingerprint(object_area=1600)  # 10 px and 40 px across
+    assert crop_rule(tiny).value == 512 > crop_rule(medium).value == 256
+    assert "som" in values(loss_rule(tiny))["loss.name"]
+    assert "som" not in values(loss_rule(medium))["loss.name"]
+    assert crop_rule(fingerprint(object_area=100, side=200)).value == 192  # never beyond the images, a multiple of 32
+    assert crop_rule(fingerprint(object_area=120 ** 2)).value == 480  # large objects: 4 × their side
+
+
+def test_one_rare_class_gets_dice_weights_and_the_sampler():
+    rare = fingerprint(class_pixels=(900, 80, 20))  # class 2: 2 % of the pixels
+    loss = values(loss_rule(rare))
+    assert loss["loss.name"] == "ce + 0.5*dice"
+    weights = loss["loss.class_weights"]
+    assert weights[2] > weights[1] > weights[0] and all(0.25 <= w <= 10 for w in weights)
+    sampler = values(sampler_rule(rare, 256))
+    assert sampler["data.rare_classes"] == [2] and 0 < sampler["data.rare_class_crops"] <= 1
+    balanced = fingerprint(class_pixels=(500, 300, 200))
+    assert values(loss_rule(balanced)) == {"loss.name": "ce", "loss.class_weights": None}
+    assert values(sampler_rule(balanced, 256)) == {"data.rare_class_crops": 0.0}
+
+
+def test_16_bit_five_band_images_get_no_colour_ops():
+    chosen = values(augment_rule(fingerprint(channels=5, dtypes=("uint16",))))
+    assert chosen["data.augment"] == "safe" and chosen["data.hflip"] and chosen["data.vflip"]
+    transform = build_train_transform(chosen["data.augment"], crop_size=32, hflip=True, vflip=True, num_channels=5)
+    ops = [op for op in walk(transform)]
+    assert not [op for op in ops if isinstance(op, COLOUR_OPS)]
+    image = np.random.default_rng(0).integers(0, 65535, (48, 48, 5), dtype=np.uint16)
+    out, mask = apply_transform(transform, image, np.zeros((48, 48), np.int64))
+    assert out.shape == (32, 32, 5) and mask.shape == (32, 32)
+
+
+def test_upright_scenes_get_hflip_and_scale_aerial_tiles_get_rotations():
+    street = fingerprint(class_pixels=(500, 500), upper=(480, 20))  # class 0 (sky) above, class 1 (road) below
+    chosen = values(augment_rule(street))
+    assert (chosen["data.augment"], chosen["data.vflip"], chosen["data.scale_range"]) == ("none", False, [0.5, 2.0])
+    aerial = values(augment_rule(fingerprint(class_pixels=(500, 500), upper=(240, 260))))
+    assert aerial["data.augment"] == "safe" and aerial["data.vflip"]
+
+
+def test_small_memory_gives_a_smaller_batch_and_accumulation():
+    mib = 2 ** 20
+    roomy = values(batch_rule(100 * mib, 200 * mib, 16 * 2 ** 30, 100))
+    assert roomy == {"data.batch_size": 16, "trainer.accumulate": 1}
+    small = values(batch_rule(100 * mib, 200 * mib, 700 * mib, 100))  # (700 - 100) / (200 × 1.5) = 2 samples
+    assert small == {"data.batch_size": 2, "trainer.accumulate": 2}
+    assert values(batch_rule(100 * mib, 200 * mib, 300 * mib, 100))["trainer.accumulate"] == 4
+    assert values(batch_rule(0, mib, 2 ** 30, 3))["data.batch_size"] == 3  # never more than the images
+
+
+def test_the_budget_picks_the_largest_encoder_that_trains_long_enough():
+    times = {"resnet18": 0.01, "resnet34": 0.02, "resnet50": 0.05}
+    assert values(model_rule(times, 100, 3600))["model.encoder"] == "resnet50"  # 30 × 100 × 0.05 = 150 s
+    assert values(model_rule(times, 100, 100))["model.encoder"] == "resnet34"  # 60 s ≤ 80 s < 150 s
+    assert values(model_rule(times, 100, 10))["model.encoder"] == "resnet18"  # none fits: the smallest
+    assert plan.length_rule(0.01, 100, 100).value == 80
+
+
+def test_budget_and_memory_flags():
+    assert (duration("30m"), duration("1h30m"), duration("90s"), duration("2")) == (1800, 5400, 90, 120)
+    assert (memory_size("8GB"), memory_size("512MB"), memory_size("1.5g")) == (8 * 2 ** 30, 512 * 2 ** 20,
+                                                                             int(1.5 * 2 ** 30))
+    for bad, parse in (("soon", duration), ("0m", duration), ("8 bytes", memory_size)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
+
+
+def test_mask_shapes_measure_objects_borders_and_layout():
+    mask = np.zeros((8, 8), np.int64)
+    mask[0:2, 0:2] = 1  # a 4-pixel object in the upper half
+    mask[5:8, 5:8] = 1  # a 9-pixel object in the lower half
+    mask[:, 3] = 255  # a one-pixel unlabelled line between labelled pixels
+    shapes = MaskShapes(2)
+    shapes.add(mask, mask == 255)
+    assert sorted(shapes.object_areas[1]) == [4, 9]
+    assert shapes.ignore_border_pixels == 8  # every ignore pixel touches a labelled one
+    assert shapes.upper_half_pixels.tolist() == [24, 4]
+
+
+def test_rare_class_crops_raise_the_rare_class_share():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    mask = np.zeros((128, 128), np.int64)
+    mask[100:108, 20:28] = 1  # 64 of 16384 pixels: 0.4 %
+
+    def share(rare_class_crops: float) -> float:
+        transform = build_train_transform("none", crop_size=32, rare_classes=[1], rare_class_crops=rare_class_crops)
+        found = []
+        for seed in range(200):
+            seed_transform(transform, seed)
+            found.append((apply_transform(transform, image, mask)[1] == 1).mean())
+        return float(np.mean(found))
+
+    plain, steered = share(0.0), share(0.5)
+    assert plain < 0.01 and steered > 5 * plain  # about half the crops hold the 8×8 square: ~3 % vs 0.4 %
+
+
+def walk(transform):
+    yield transform
+    for child in getattr(transform, "transforms", ()):
+        yield from walk(child)
+
+
+def test_plan_writes_a_loadable_config_with_a_reason_on_every_key(synthetic_root, tmp_path, one_thread, capsys):
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", str(synthetic_root), "--budget", "1m", "--device", "cpu", "--memory", "4GB",
+                 "-o", str(out)]) == 0
+    assert f"plan written to {out}" in capsys.readouterr().out
+    config = load_config(out)
+    assert config.data.crop_size == (64, 64) and config.trainer.accelerator == "cpu"
+    text = out.read_text()
+    keys = [line for line in text.splitlines() if re.match(r"\s+\w+: ", line)]
+    assert len(keys) >= 15 and all(re.search(r"  # \S", line) for line in keys)
+    assert set(yaml.safe_load(text)) == {"data", "model", "loss", "trainer"}
+
+
+def test_train_auto_plans_prints_trains_and_keeps_the_plan(synthetic_root, tmp_path, one_thread, capsys,
+                                                           monkeypatch):
+    monkeypatch.setattr(plan, "ENCODERS", ("resnet18",))  # one candidate: the test measures the plumbing
+    assert main(["train", str(synthetic_root), "--auto", "--budget", "20s", "--cpu", "--steps", "2", "-w", "0",
+                 "--log-dir", str(tmp_path), "--name", "auto", "--set", "trainer.progress_bar=false"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"loss\.name\s+ce \+", printed) and "data.crop_size" in printed
+    run = tmp_path / "auto"
+    planned = load_config(run / "plan.yaml")
+    trained = yaml.safe_load((run / "config.yaml").read_text())
+    assert trained["loss"]["name"] == planned.loss.name and trained["trainer"]["max_steps"] == 2
+    assert (run / "model.safetensors").is_file()
+
+
+def test_budget_without_auto_is_refused(tmp_path, capsys):
+    from segwise.cli import main
+
+    assert main(["train", str(tmp_path), "--budget", "10m"]) == 2
+    assert "--auto" in capsys.readouterr().err

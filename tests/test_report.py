@@ -126,6 +126,9 @@ def test_sketch_and_trimap_evaluations_get_their_sections(evaluated_run, tmp_pat
     sketches = make_synthetic_sketches(2)
     metrics = sketch_metrics(sketches, [np.zeros_like(sketch.labels) for sketch in sketches])
     write_sketch_metrics({**metrics, "split": "test", "model": "sketch_run"}, eval_dir)  # what `sketch eval` writes
+    from segwise.tasks.sketch.infer import write_worst_sketches
+
+    drawn = write_worst_sketches(eval_dir / "plots", sketches, [np.zeros_like(s.labels) for s in sketches], 2, 64, 2)
     out = tmp_path / "report.html"
     assert main(["report", str(evaluated_run), str(eval_dir), "-o", str(out)]) == 0
     page = read_page(out)
@@ -134,6 +137,9 @@ def test_sketch_and_trimap_evaluations_get_their_sections(evaluated_run, tmp_pat
     assert not {"per-class", "confusion"} & set(page.sections)
     assert all(f"<td>{category}</td>" in html for category in metrics["per_category"])
     assert any(image["alt"] == "predicted trimaps of val" for image in page.images)
+    assert sum(image["alt"].startswith("overlay ") for image in page.images) == 2  # both val images, overlaid
+    assert len(drawn) == 2 and html.count("ground truth | prediction") == 1  # the sketch drawings are embedded
+    assert sum(image["alt"] == path.stem.split("_", 1)[1] for path in drawn for image in page.images) == 2
 
 
 def test_run_without_events_is_one_clear_error(evaluated_run, synthetic_root, tmp_path, capsys):

@@ -147,9 +147,10 @@ def test_contextseg_learns_parts_far_above_chance(trained, capsys):
     """C-metric of the auto-regressive decoder on held-out synthetic sketches vs. random and majority guessing."""
     out = trained["runs"] / "eval_seg"
     assert main(["sketch", "eval", str(trained["runs"] / "seg"), str(trained["data"]), "--split", "test",
-                 "-o", str(out)]) == 0
+                 "-o", str(out), "--plots", "3"]) == 0
     printed = capsys.readouterr().out
     assert "mean (categories)" in printed
+    assert [p.name[:4] for p in sorted((out / "plots").glob("*.png"))] == ["000_", "001_", "002_"]  # worst first
     metrics = json.loads((out / "metrics.json").read_text())
     test = load_sketches(trained["data"], "test")
     chance = np.mean([1 / len(s.part_names) for s in test])

@@ -49,6 +49,8 @@ def register(sub: Any) -> None:
     ev.add_argument("--split-scheme", metavar="A/B/C|official", help=SPLIT_SCHEME_HELP + "; default: the run's")
     ev.add_argument("--split-seed", type=int, metavar="N", help="seed of that split (default: the run's)")
     ev.add_argument("-o", "--out", type=Path, help="output folder (default RUN/eval)")
+    ev.add_argument("--plots", type=int, default=0, metavar="N",
+                    help="ground truth | prediction drawings of the N sketches with the lowest stroke accuracy")
     flags.add_device_flag(ev)
     ev.set_defaults(handler=cmd_eval)
 
@@ -117,7 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from segwise.tasks.sketch.infer import evaluate
 
     metrics = evaluate(args.model, args.data, args.split, args.categories, args.out, args.max_per_category,
-                       args.device, args.split_scheme, args.split_seed)
+                       args.device, args.split_scheme, args.split_seed, args.plots)
     print(format_sketch_table(metrics))
     print(f"\nmetrics written to {metrics['out_dir']}/metrics.json and metrics.csv")
 

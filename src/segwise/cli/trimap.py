@@ -26,8 +26,9 @@ def register(sub: Any) -> None:
 
     evaluate = _inference_parser(tsub, "eval", "BG/Unknown/FG IoU per data set (several data sets in one call)", "+")
     evaluate.add_argument("-o", "--out", type=Path, help="output folder (default RUN/eval)")
-    flags.add_save_flag(evaluate, ("index",), (), "also write the predicted trimaps into OUT/<data set>/; "
-                        "--save alone: index", bare=["index"])
+    flags.add_save_flag(evaluate, ("index",), (), "also write the predicted trimaps into OUT/<data set>/ "
+                        "and the images with them overlaid into OUT/<data set>/overlay/; --save alone: index",
+                        bare=["index"])
     evaluate.add_argument("--trimap-dir", help="GT trimap folder in each data set (default: the layout's, trimap/ "
                                                "or Composition-1K's trimaps/, if present, else trimaps generated "
                                                "from the alpha)")

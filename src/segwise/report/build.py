@@ -60,7 +60,8 @@ def render(source: RunSource, evaluation: Evaluation | None) -> str:
     }
     if evaluation is not None:
         context.update(semantic=evaluation.semantic and semantic_context(evaluation),
-                       sketch=evaluation.sketch and sketch_context(evaluation.sketch),
+                       sketch=evaluation.sketch and {**sketch_context(evaluation.sketch),
+                                                     "panels": embedded_panels(evaluation)},
                        trimap=evaluation.trimap and trimap_context(evaluation))
     return environment.from_string(PAGE).render(context)
 
@@ -96,8 +97,7 @@ def semantic_context(evaluation: Evaluation) -> dict[str, Any]:
         "summary": [(row["name"], row["value"]) for row in metrics_to_rows(metrics)
                     if row["kind"] == "summary" and row["name"] != "num_pixels"],
         "confusion": None, "confusion_missing": CONFUSION_MISSING,
-        "panels": [{"name": panel.name, "miou": panel.miou, "uri": file_uri(panel.path)}
-                   for panel in evaluation.panels],
+        "panels": embedded_panels(evaluation),
         "more_panels": evaluation.more_panels,
     }
     matrix = metrics.get("confusion_matrix")
@@ -106,6 +106,11 @@ def semantic_context(evaluation: Evaluation) -> dict[str, Any]:
                                 "classes_json": json.dumps(names), "matrix_json": json.dumps(matrix),
                                 "rows": list(zip(names, matrix))}
     return context
+
+
+def embedded_panels(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """The panels `eval --plots` / `sketch eval --plots` wrote, as data URIs with their names (and mIoU)."""
+    return [{"name": panel.name, "miou": panel.miou, "uri": file_uri(panel.path)} for panel in evaluation.panels]
 
 
 def sketch_context(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +139,10 @@ def trimap_context(evaluation: Evaluation) -> dict[str, Any]:
     rows = [(name, result.get("images", ""), [cell(key, result.get(key)) for key in keys])
             for name, result in results.items()]
     figures = [(name, trimap_figure(paths)) for name, paths in evaluation.trimaps.items() if paths]
-    return {"columns": [TRIMAP_COLUMNS[key] for key in keys], "rows": rows, "figures": figures}
+    overlays = [(name, [{"name": path.stem, "uri": file_uri(path)} for path in paths])
+                for name, paths in evaluation.overlays.items() if paths]
+    return {"columns": [TRIMAP_COLUMNS[key] for key in keys], "rows": rows, "figures": figures,
+            "overlays": overlays}
 
 
 def trimap_figure(paths: list[Path]) -> str:

@@ -52,6 +52,7 @@ class Evaluation:
     panels: list[Panel] = field(default_factory=list)
     more_panels: int = 0
     trimaps: dict[str, list[Path]] = field(default_factory=dict)
+    overlays: dict[str, list[Path]] = field(default_factory=dict)  # trimap eval --save: images with their classes
 
 
 def run_directory(model_path: Path) -> Path:
@@ -124,11 +125,13 @@ def read_evaluation(folder: Path) -> Evaluation:
             evaluation.sketch = metrics
         else:
             evaluation.semantic = metrics
-            evaluation.panels, evaluation.more_panels = worst_panels(folder)
+        evaluation.panels, evaluation.more_panels = worst_panels(folder)  # semantic or sketch `eval --plots`
     if (folder / TRIMAP_FILE).is_file():
         evaluation.trimap = read_json(folder / TRIMAP_FILE)
         evaluation.trimaps = {name: sorted((folder / name).glob("*.png"))[:MAX_TRIMAPS]
                               for name in evaluation.trimap if (folder / name).is_dir()}
+        evaluation.overlays = {name: sorted((folder / name / "overlay").glob("*.png"))[:MAX_TRIMAPS]
+                               for name in evaluation.trimap if (folder / name / "overlay").is_dir()}
     return evaluation
 
 

@@ -92,6 +92,9 @@ pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .8rem; }
 {% for name, values, sketches, strokes in sketch.rows %}<tr><td>{{ name }}</td>{% for value in values %}<td class="num">{{ value | pct }}</td>{% endfor %}<td class="num">{{ sketches }}</td><td class="num">{{ strokes }}</td></tr>
 {% endfor %}
 </table>
+{% if sketch.panels %}<h3>Worst sketches: ground truth | prediction</h3>
+{% for panel in sketch.panels %}<figure><img src="{{ panel.uri }}" alt="{{ panel.name }}"><figcaption>{{ panel.name }}</figcaption></figure>
+{% endfor %}{% else %}<p class="note">no drawings in {{ eval_dir }}/plots/: run <code>segwise sketch eval ... --plots 8</code> for the 8 worst sketches.</p>{% endif %}
 {% for category, parts in sketch.parts %}<details><summary>{{ category }}: stroke accuracy per part</summary>
 <table><tr><th>part</th><th>strokes</th><th>accuracy %</th></tr>
 {% for part, counts in parts %}<tr><td>{{ part }}</td><td class="num">{{ counts.strokes }}</td><td class="num">{{ counts.accuracy | pct }}</td></tr>
@@ -110,6 +113,9 @@ pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .8rem; }
 </table>
 {% for name, uri in trimap.figures %}<figure><img src="{{ uri }}" alt="predicted trimaps of {{ name }}"><figcaption>predicted trimaps of {{ name }}</figcaption></figure>
 {% else %}<p class="note">no saved trimaps: run <code>segwise trimap eval ... --save</code> to see them here.</p>{% endfor %}
+{% for name, overlays in trimap.overlays %}<h3>{{ name }}: images with the predicted background / unknown / foreground</h3>
+{% for overlay in overlays %}<figure><img src="{{ overlay.uri }}" alt="overlay {{ overlay.name }}"><figcaption>{{ overlay.name }}</figcaption></figure>
+{% endfor %}{% endfor %}
 </section>
 {% endif %}
 </body>

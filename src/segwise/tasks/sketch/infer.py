@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from segwise.models.spec import ModelSpec, load_model, resolve_model_path
 from segwise.progress import progress, track
 from segwise.tasks.sketch.config import SketchConfig
 from segwise.tasks.sketch.draw import draw_parts, sketch_svg
+from segwise.visualize import side_by_side
 
 
 def prepare_splits(out_dir: Path, splits: list[str] | None, source: Path | None = None,
@@ -87,19 +89,42 @@ def segment_sketches(model: ContextSeg | StrokeClassifier, sketches: list[Sketch
 
 def evaluate(model_path: Path, data_root: Path, split: str = "test", categories: list[str] | None = None,
              out_dir: Path | None = None, limit: int | None = None, device: str | None = None,
-             scheme: str | None = None, seed: int | None = None) -> dict[str, Any]:
+             scheme: str | None = None, seed: int | None = None, plots: int = 0) -> dict[str, Any]:
     """P/C/SAcc/CAcc per category and their mean on a split; written to `<out>/metrics.json` and `.csv`.
 
-    `scheme`/`seed` split a folder of per-category files (default: as the run was trained, see `run_split`)."""
+    `scheme`/`seed` split a folder of per-category files (default: as the run was trained, see `run_split`).
+    `plots`: ground truth | prediction drawings (strokes in their parts' colours) of the N sketches with the lowest
+    stroke accuracy, `<out>/plots/NNN_<key>.png`, worst first."""
     model, spec = load_segmenter(model_path, device)
     trained_scheme, trained_seed = run_split(model_path)
     sketches = load_sketches(data_root, split, categories or list(model.categories), limit,
                              scheme=scheme or trained_scheme, seed=trained_seed if seed is None else seed)
-    metrics = sketch_metrics(sketches, segment_sketches(model, sketches))
+    predictions = segment_sketches(model, sketches)
+    metrics = sketch_metrics(sketches, predictions)
     out_dir = ensure_writable_dir(out_dir or Path(model_path) / "eval")
     metrics = {**metrics, "split": split, "model": str(model_path)}
     write_sketch_metrics(metrics, out_dir)
+    if plots:
+        write_worst_sketches(out_dir / "plots", sketches, predictions, plots, model.embedder.image_size,
+                             model.embedder.line_width)
     return {**metrics, "out_dir": str(out_dir)}
+
+
+def write_worst_sketches(folder: Path, sketches: list[Sketch], predictions: list[np.ndarray], count: int,
+                         size: int, width: int) -> list[Path]:
+    """ground truth | prediction panels of the `count` sketches with the lowest stroke accuracy, worst first."""
+    accuracy = [float(np.mean(np.asarray(pred) == np.asarray(sketch.labels))) if len(sketch.labels) else 1.0
+                for sketch, pred in zip(sketches, predictions)]
+    worst = sorted(range(len(sketches)), key=lambda i: (accuracy[i], i))[:count]
+    written = []
+    for rank, index in enumerate(worst):
+        sketch, pred = sketches[index], np.asarray(predictions[index])
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", sketch.key) or f"sketch_{index:05d}"  # keys may hold '/'
+        panel = side_by_side([draw_parts(sketch, np.asarray(sketch.labels), size, width),
+                              draw_parts(sketch, pred, size, width)], ["ground truth", "prediction"],
+                             f"{sketch.category} {name}  stroke accuracy {100 * accuracy[index]:.1f}%")
+        written.append(write_png(folder / f"{rank:03d}_{name}.png", panel))
+    return written
 
 
 def predict(model_path: Path, input_path: Path, out_dir: Path, category: str | None = None,

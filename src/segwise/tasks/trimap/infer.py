@@ -147,8 +147,9 @@ def evaluate_dataset(predictor: Predictor, samples: list[MattingSample], *, size
                                                    batch=batch, label=f"evaluating {name}".rstrip()):
         target = sample_target(sample, alpha, band)
         meter.update(torch.from_numpy(classes), torch.from_numpy(target.astype(np.int64)))
-        if save_dir is not None:
+        if save_dir is not None:  # the trimap, and the image with its three classes over it (for reports)
             write_png(save_dir / f"{sample.name}.png", trimap_png(classes))
+            write_png(save_dir / "overlay" / f"{sample.name}.png", overlay(image, classes, OVERLAY_PALETTE))
         if matte:
             errors.append(matting_errors(solve_alpha(image, classes, matte), alpha / 255.0))
     result = meter.compute()

@@ -80,3 +80,18 @@ def rule_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
     if name.endswith("weight"):
         return 1 + 0.1 * torch.randn(shape, generator=g)
     return 0.1 * torch.randn(shape, generator=g)
+
+
+def save_untrained_unet_run(directory: Path, class_names: tuple[str, ...] = ("bg", "a", "b", "c"),
+                            seed: int | None = None) -> Path:
+    """An untrained 4-class RGB U-Net (timm's test ResNet, BatchNorm, stride 32) saved as a run directory: enough for
+    what predict, eval and serve read and write. `seed` fixes its random weights."""
+    from segwise.models.spec import ModelSpec, save_model
+
+    spec = ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [8, 8, 8, 8, 8]},
+                     in_channels=3, num_classes=4, class_names=list(class_names),
+                     palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], mean=[128.0] * 3, std=[64.0] * 3)
+    if seed is not None:
+        torch.manual_seed(seed)
+    save_model(spec.build().eval(), spec, directory)
+    return Path(directory)

@@ -23,7 +23,7 @@ from segwise.data.synthetic import make_synthetic_dataset
 from segwise.errors import SegwiseError
 from segwise.io_utils import atomic_write_bytes, ensure_writable_dir, remove_stale_temps, temp_path
 from segwise.models.spec import ModelSpec, save_model
-from tests.helpers import save_untrained_trimap_run
+from tests.helpers import save_untrained_trimap_run, save_untrained_unet_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -225,12 +225,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def semantic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [8, 8, 8, 8, 8]},
-                     in_channels=3, num_classes=4, class_names=["bg", "a", "b", "c"],
-                     palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], mean=[128.0] * 3, std=[64.0] * 3)
-    run = tmp_path_factory.mktemp("run")
-    save_model(spec.build().eval(), spec, run)
-    return run
+    return save_untrained_unet_run(tmp_path_factory.mktemp("run"))
 
 
 def test_data_synth_writes_atomically(tmp_path: Path, renames):

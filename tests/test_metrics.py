@@ -280,12 +280,9 @@ def test_boundary_iou_in_table_and_files(tmp_path) -> None:
 
 def test_semantic_eval_reports_boundary_iou(synthetic_root, one_thread, tmp_path, capsys) -> None:
     from segwise.cli import main
-    from segwise.models.spec import ModelSpec, save_model
+    from tests.helpers import save_untrained_unet_run
 
-    spec = ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [8, 8, 8, 8, 8]},
-                     in_channels=3, num_classes=4, class_names=["bg", "a", "b", "c"],
-                     palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], mean=[128.0] * 3, std=[64.0] * 3)
-    save_model(spec.build().eval(), spec, tmp_path / "run")
+    save_untrained_unet_run(tmp_path / "run")
     out = tmp_path / "eval"
     assert main(["eval", str(tmp_path / "run"), str(synthetic_root / "test"), "-o", str(out), "--device", "cpu"]) == 0
     assert "Boundary mIoU" in capsys.readouterr().out

@@ -11,12 +11,18 @@ import pytest
 from segwise.cli import build_parser, main
 from segwise.data.io import read_image, write_png
 from segwise.inference.predictor import Predictor
-from tests.test_atomic_outputs import semantic_run  # noqa: F401 - the tiny Unet (BatchNorm, stride 32) as a fixture
+from tests.helpers import save_untrained_unet_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 KINDS = ("index", "color", "overlay", "probs")
 SIZES = [(32, 32), (40, 48), (24, 56)]  # four images of each, interleaved so every batch waits on its size
+
+
+@pytest.fixture(scope="module")
+def semantic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained Unet (BatchNorm, stride 32)."""
+    return save_untrained_unet_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,15 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-import torch
 from fastapi.testclient import TestClient
 
 from segwise.cli import main
 from segwise.data.io import read_image, read_mask, write_png
 from segwise.inference import Ensemble, Predictor
 from segwise.inference.modes import build_mode
-from segwise.models.spec import ModelSpec, save_model
 from segwise.serve import create_app
 from segwise.serve.server import start_in_thread
+from tests.helpers import save_untrained_unet_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,13 +35,8 @@ MAX_PIXELS = 40_000
 
 
 def save_tiny_run(directory: Path, seed: int = 0) -> Path:
-    """An untrained 4-class Unet (test encoder) saved as a run directory."""
-    spec = ModelSpec(name="unet", encoder="tu-test_resnet", args={"decoder_channels": [8, 8, 8, 8, 8]},
-                     in_channels=3, num_classes=4, class_names=["bg", "road", "tree", "roof"],
-                     palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], mean=[128.0] * 3, std=[64.0] * 3)
-    torch.manual_seed(seed)
-    save_model(spec.build().eval(), spec, directory)
-    return directory
+    """An untrained 4-class Unet whose classes the viewer's legend names."""
+    return save_untrained_unet_run(directory, ("bg", "road", "tree", "roof"), seed)
 
 
 def sample_image(path: Path, height: int, width: int, seed: int) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from segwise.errors import CheckpointError
+from segwise.models.spec import ModelSpec, save_model
 
 _RECONSTRUCT = np._core.multiarray._reconstruct
 _NUMPY_GLOBALS = [np.ndarray, np.dtype, _RECONSTRUCT, (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
@@ -84,3 +85,15 @@ def read_trainer_checkpoint(path: Path) -> Any:
             f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}). It may be damaged, or hold a whole "
             "pickled model, which segwise never unpickles: in the original environment re-save it with "
             "torch.save(model.state_dict(), 'weights.pth') and convert that file") from None
+
+
+def write_imported(spec: ModelSpec, state: Mapping[str, Any], source: Any, architecture: str, out_dir: Path) -> Path:
+    """Build `spec`'s model, check that `state` fits it key for key (`check_state_dict`), load it and write the
+    model folder `out_dir` (model.safetensors + model.yaml): the last step of every importer."""
+    model = spec.build()
+    check_state_dict(state, model.state_dict(), source, architecture)
+    model.load_state_dict(state)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, spec, out_dir)
+    return out_dir

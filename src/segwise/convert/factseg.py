@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from segwise.convert.common import check_state_dict, unmatched_key_error, unwrap_state_dict
+from segwise.convert.common import unmatched_key_error, unwrap_state_dict, write_imported
 from segwise.convert.paddle import read_pdparams, state_of_arrays, to_torch_layout
 from segwise.data import isaid
 from segwise.errors import CheckpointError
-from segwise.models.spec import ModelSpec, save_model
+from segwise.models.spec import ModelSpec
 from segwise.visualize import default_palette
 
 
@@ -118,10 +118,4 @@ def convert_official_checkpoint(src: str | Path, out_dir: str | Path, class_name
                      num_classes=int(num_classes), class_names=names, palette=palette,
                      ignore_index=isaid.IGNORE_INDEX, mean=list(isaid.MEAN) if in_channels == 3 else None,
                      std=list(isaid.STD) if in_channels == 3 else None)
-    model = spec.build()
-    check_state_dict(state, model.state_dict(), src, f"FactSeg/{spec.encoder}")
-    model.load_state_dict(state)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, spec, out_dir)
-    return out_dir
+    return write_imported(spec, state, src, f"FactSeg/{spec.encoder}", out_dir)

@@ -20,11 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from segwise.convert.common import (check_state_dict, read_trainer_checkpoint, unmatched_key_error,
-                                    unwrap_state_dict)
+from segwise.convert.common import read_trainer_checkpoint, unmatched_key_error, unwrap_state_dict, write_imported
 from segwise.data.matting import MEAN, STD, TRIMAP_VALUES
 from segwise.errors import CheckpointError
-from segwise.models.spec import ModelSpec, save_model
+from segwise.models.spec import ModelSpec
 from segwise.models.trimap_vit import UPSAMPLE, VIT_SIZES
 
 CLASS_NAMES = ["background", "unknown", "foreground"]
@@ -163,10 +162,4 @@ def convert_trimap_checkpoint(src: str | Path, out_dir: str | Path) -> TrimapImp
     spec = ModelSpec(name="trimap_vit", encoder=None, args=args, in_channels=4, num_classes=3,
                      class_names=list(CLASS_NAMES), palette=[[int(v)] * 3 for v in TRIMAP_VALUES],
                      mean=list(MEAN), std=list(STD))
-    model = spec.build()
-    check_state_dict(state, model.state_dict(), src, f"trimap_vit/{args['size']}")
-    model.load_state_dict(state)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, spec, out_dir)
-    return TrimapImport(out_dir, spec, unused)
+    return TrimapImport(write_imported(spec, state, src, f"trimap_vit/{args['size']}", out_dir), spec, unused)

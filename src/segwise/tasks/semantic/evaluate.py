@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segwise.data.classmap import ClassMap
-from segwise.data.folder import Sample, read_sample_image, read_sample_mask
+from segwise.data.folder import read_sample_image, read_sample_mask
 from segwise.data.readers import default_split, find_split
 from segwise.data.io import write_png
 from segwise.data.validate import validate_samples
@@ -79,7 +78,7 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
         if per_image:
             rows.append([sample.image.name, *image_scores(pred, target, spec)])
         if plots < 0:
-            write_plot(out_dir / "plots" / f"{sample.name}.png", sample, pred, class_map, spec)
+            write_plot(out_dir / "plots" / f"{sample.name}.png", sample.name, image, target, pred, spec)
         elif plots:
             miou = per_image_miou(torch.from_numpy(pred)[None], torch.from_numpy(target)[None], spec.num_classes,
                                   spec.ignore_index).item()
@@ -98,8 +97,10 @@ def evaluate(model_path: Path, data_dir: Path, out_dir: Path | None = None, *, t
         metrics["per_image_table"] = str(table)
     if plots > 0:
         by_name = {s.name: s for s in samples}
-        for rank, (_, _, name, pred) in enumerate(sorted(worst, reverse=True)):
-            write_plot(out_dir / "plots" / f"{rank:03d}_{name}.png", by_name[name], pred, class_map, spec)
+        for rank, (_, _, name, pred) in enumerate(sorted(worst, reverse=True)):  # read again: only labels were kept
+            image = read_sample_image(by_name[name])
+            target = read_sample_mask(by_name[name], class_map, image.shape[:2])
+            write_plot(out_dir / "plots" / f"{rank:03d}_{name}.png", name, image, target, pred, spec)
     return metrics
 
 
@@ -115,15 +116,14 @@ def image_scores(pred: np.ndarray, target: np.ndarray, spec: ModelSpec) -> list[
     return [float(score), accuracy, *ious.tolist()]
 
 
-def write_plot(path: Path, sample: Sample, pred: np.ndarray, class_map: ClassMap, spec: ModelSpec) -> None:
+def write_plot(path: Path, name: str, image: np.ndarray, target: np.ndarray, pred: np.ndarray,
+               spec: ModelSpec) -> None:
     """An image | ground truth | prediction panel captioned with the image's mIoU and pixel accuracy."""
     palette = np.asarray(spec.palette, dtype=np.uint8)
-    image = read_sample_image(sample)
-    target = read_sample_mask(sample, class_map, image.shape[:2])
     miou = per_image_miou(torch.from_numpy(pred)[None], torch.from_numpy(target)[None], spec.num_classes,
                           spec.ignore_index).item()
     accuracy = image_scores(pred, target, spec)[1]
     panel = side_by_side([to_display_rgb(image), colorize(target, palette, spec.ignore_index),
                           colorize(pred, palette, spec.ignore_index)], ["image", "ground truth", "prediction"],
-                         f"{sample.name}  mIoU {100 * miou:.1f}%  accuracy {100 * accuracy:.1f}%")
+                         f"{name}  mIoU {100 * miou:.1f}%  accuracy {100 * accuracy:.1f}%")
     write_png(path, panel)

@@ -285,3 +285,26 @@ def test_kills_inside_epochs_resume_to_the_same_weights_bit_for_bit(workers: int
     assert a["global_step"] == b["global_step"] == 12
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_max_time_stops_training_validated_and_checkpointed(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    """`--max-time`: a 1000-epoch run stops after its time, with a validation and last.ckpt at the step it
+    stopped (what `train --auto --budget` relies on)."""
+    from segwise.cli import main
+
+    assert main(["train", str(synthetic_root), "--epochs", "1000", "--max-time", "4s", "--cpu", "-w", "0",
+                 "--encoder", "resnet18", "--log-dir", str(tmp_path), "--name", "timed",
+                 "--set", "trainer.progress_bar=false"]) == 0
+    assert "1000 epochs or 4.0 s of training, whichever ends first" in capsys.readouterr().out
+    run = tmp_path / "timed"
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_time"] == 4.0
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert 0 < last["global_step"] and last["epoch"] < 999
+    scores = (run / "val_per_epoch.csv").read_text().splitlines()
+    assert len(scores) >= 2  # a header and the validation made when time ran out
+    assert (run / "model.safetensors").is_file()
+
+
+def test_max_time_must_be_a_duration(synthetic_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"trainer\.max_time.*'soon' is not a duration: give e\.g\. 30m"):
+        quick_config(synthetic_root, tmp_path, "x", "trainer.max_time=soon")

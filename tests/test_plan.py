@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from segwise.cli import main
-from segwise.cli.plan import duration, memory_size
+from segwise.cli.flags import duration, memory_size
 from segwise.config import load_config
 from segwise.data.transforms import apply_transform, build_train_transform, seed_transform
 from segwise.data.validate import MaskShapes
@@ -93,7 +93,8 @@ def test_the_budget_picks_the_largest_encoder_that_trains_long_enough():
     assert values(model_rule(times, 100, 3600))["model.encoder"] == "resnet50"  # 30 × 100 × 0.05 = 150 s
     assert values(model_rule(times, 100, 100))["model.encoder"] == "resnet34"  # 60 s ≤ 80 s < 150 s
     assert values(model_rule(times, 100, 10))["model.encoder"] == "resnet18"  # none fits: the smallest
-    assert plan.length_rule(0.01, 100, 100).value == 80
+    epochs, limit = plan.length_rule(0.01, 100, 100)
+    assert (epochs.value, limit.value) == (80, 100)
 
 
 def test_budget_and_memory_flags():

@@ -23,6 +23,20 @@ Size = tuple[int, int]
 DEVICE_INDICES = re.compile(r"\d+(,\d+)*,?")
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "": 60}
+
+
+def parse_duration(text: str | float) -> float:
+    """`30m`, `2h`, `1h30m`, `90s` or `45` (minutes) → seconds; a number that is not text is already seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", str(text).strip().lower())
+    seconds = sum(float(n) * DURATION_UNITS[unit] for n, unit in parts)
+    if not parts or re.sub(r"[\d.\s smh]", "", str(text).lower()) or seconds <= 0:
+        raise ValueError(f"{text!r} is not a duration: give e.g. 30m, 2h, 1h30m or 90s")
+    return seconds
+
+
 def _as_size(value: Any) -> Any:
     """Accept `512`, `[512, 384]` (height, width) or None for image/crop sizes."""
     if isinstance(value, int):
@@ -185,6 +199,8 @@ class TrainerConfig(StrictModel):
 
     max_epochs: int | None = Field(20, ge=1)
     max_steps: int | None = Field(None, ge=1, description="iterations; overrides max_epochs when set")
+    max_time: float | None = Field(None, gt=0, description="seconds (or 20m, 2h, 1h30m): training stops there, "
+                                   "validated and checkpointed, even if its epochs or steps are not done")
     val_every_epochs: int = Field(1, ge=1)
     val_every_steps: int | None = Field(None, ge=1)
     checkpoint_every_epochs: int | None = Field(None, ge=1, description="keep a periodic checkpoint")
@@ -221,6 +237,11 @@ class TrainerConfig(StrictModel):
             return text
         raise ValueError("expected a number of devices (1 or more), -1 or 'auto' for every device, or device "
                          "indices such as '0,2' (one index needs a comma: '1,'); e.g. --devices 1")
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _max_time_as_seconds(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _has_a_length(self) -> TrainerConfig:

@@ -27,7 +27,8 @@ CONFIG_KEYS: dict[str, str] = {
     "use_only_add_val": "data.extra_val_only", "csv_style": "run.csv_style",
     "categories": "data.categories", "max_per_category": "data.max_per_category", "canvas": "data.canvas",
     "batch": "data.batch_size", "workers": "data.num_workers", "lr": "optimizer.lr", "epochs": "trainer.max_epochs",
-    "steps": "trainer.max_steps", "accelerator": "trainer.accelerator", "devices": "trainer.devices",
+    "steps": "trainer.max_steps", "max_time": "trainer.max_time", "accelerator": "trainer.accelerator",
+    "devices": "trainer.devices",
     "precision": "trainer.precision", "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir",
 }
 SAVE_KINDS = ("index", "color", "overlay", "probs")
@@ -35,6 +36,25 @@ SAVE_KINDS = ("index", "color", "overlay", "probs")
 DEFAULT_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 CSV_STYLES = ("plain", "smp")
 DEVICE = re.compile(r"(cpu|mps|cuda(:\d+)?)")
+BYTES = {"": 2**30, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def duration(text: str) -> float:
+    """`30m`, `2h`, `1h30m`, `90s` or `45` (minutes) → seconds, as an argparse type."""
+    from segwise.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def memory_size(text: str) -> int:
+    """`8GB`, `8G`, `512MB` or `8` (GiB) → bytes (powers of 1024)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give e.g. 8GB, 512MB or 16G")
+    return int(float(match[1]) * BYTES[match[2]])
 
 
 class ListAction(argparse.Action):
@@ -175,6 +195,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", "-lr", type=float, help="learning rate")
     g.add_argument("-e", "--epochs", type=int, help="number of epochs")
     g.add_argument("--steps", type=int, help="number of iterations (instead of epochs)")
+    g.add_argument("--max-time", type=duration, metavar="T",
+                   help="stop after this long even if epochs/steps remain, e.g. 20m, 2h, 1h30m (validated and "
+                        "checkpointed there)")
     g.add_argument("-w", "--workers", type=int, help="data-loader worker processes")
     hardware = g.add_mutually_exclusive_group()
     hardware.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="device kind")

@@ -4,38 +4,19 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 from segwise.cli import flags
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "": 60}
-BYTES = {"": 2**30, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 PLAN_FILE = "plan.yaml"
-
-
-def duration(text: str) -> float:
-    """`30m`, `2h`, `1h30m`, `90s` or `45` (minutes) → seconds."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", text.strip().lower())
-    if not parts or re.sub(r"[\d.\s smh]", "", text.lower()) or float(sum(float(n) for n, _ in parts)) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give e.g. 30m, 2h, 1h30m or 90s")
-    return sum(float(n) * UNITS[unit] for n, unit in parts)
-
-
-def memory_size(text: str) -> int:
-    """`8GB`, `8G`, `512MB` or `8` (GiB) → bytes (powers of 1024)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give e.g. 8GB, 512MB or 16G")
-    return int(float(match[1]) * BYTES[match[2]])
 
 
 def add_plan_flags(parser: Any, budget_default: str | None) -> None:
     """--budget and --memory: what the plan may spend (time) and use (memory)."""
-    parser.add_argument("--budget", type=duration, default=duration(budget_default) if budget_default else None,
+    parser.add_argument("--budget", type=flags.duration, default=flags.duration(budget_default) if budget_default else None,
                         help=f"training time to plan for, e.g. 30m, 2h, 90s (default {budget_default or '30m'})")
-    parser.add_argument("--memory", type=memory_size,
+    parser.add_argument("--memory", type=flags.memory_size,
                         help="memory training may use, e.g. 8GB (default: 90%% of the GPU's, or half the free RAM)")
 
 
@@ -76,7 +57,7 @@ def auto_config(args: argparse.Namespace, root: Path) -> Any:
 
     user = flags.load_args_config(args, root)
     device = args.device or default_device("cpu" if args.cpu else user.trainer.accelerator)
-    plan = make_plan(user, args.budget or duration("30m"), device, args.memory)
+    plan = make_plan(user, args.budget or flags.duration("30m"), device, args.memory)
     print(plan.table() + "\n")
     given = flags.foreign_config(args.config) or (read_yaml(args.config) if args.config else {})
     config = load_config(None, [*flags.length_overrides(args), *args.overrides],

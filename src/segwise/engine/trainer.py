@@ -6,6 +6,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from segwise.engine.module import SegmentationTask
 from segwise.engine.run import Run
 from segwise.errors import Interrupted
 from segwise.models import create_model, input_stride
+from segwise.progress import duration
 
 QUIET_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch deprecating what Lightning's own code uses
@@ -59,10 +61,12 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def describe(trainer: L.Trainer, resume_from: Path | None) -> str:
+def describe(trainer: L.Trainer, resume_from: Path | None, max_time: float | None = None) -> str:
     """What Lightning's device lines should have said, in one line: `training 4000 steps on 2 cuda devices (DDP),
     bf16-mixed precision; resuming from runs/x/checkpoints/last.ckpt`."""
     length = f"{trainer.max_steps} steps" if trainer.max_steps > 0 else f"{trainer.max_epochs} epochs"
+    if max_time:
+        length += f" or {duration(max_time)} of training, whichever ends first"
     kind = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
     processes = "processes" if kind == "cpu" else "devices"
     where = f"{trainer.world_size} {kind} {processes} (DDP)" if trainer.world_size > 1 else trainer.strategy.root_device
@@ -119,6 +123,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, has_val: bool,
             plugins=[AtomicCheckpointIO()],
             max_epochs=t.max_epochs if t.max_steps is None else -1,
             max_steps=t.max_steps or -1,
+            max_time=timedelta(seconds=t.max_time) if t.max_time else None,
             check_val_every_n_epoch=None if t.val_every_steps else t.val_every_epochs,
             val_check_interval=t.val_every_steps,
             limit_val_batches=None if has_val else 0,
@@ -149,7 +154,7 @@ def fit(trainer_config: TrainerConfig, run: Run, task: L.LightningModule, datamo
     interrupt = GracefulInterrupt(last)
     trainer = build_trainer(trainer_config, run.directory, has_val=has_val, callbacks=[*callbacks, interrupt])
     if trainer.is_global_zero:
-        print(describe(trainer, run.resume_from))
+        print(describe(trainer, run.resume_from, trainer_config.max_time))
     with quiet_lightning():
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=run.resume_from)

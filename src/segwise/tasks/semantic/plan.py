@@ -262,11 +262,14 @@ def model_rule(seconds_per_sample: dict[str, float], num_images: int, budget: fl
             Choice("model.encoder", encoder, why)]
 
 
-def length_rule(seconds_per_sample: float, num_images: int, budget: float) -> Choice:
-    """Epochs = what TRAIN_SHARE of the budget holds at the measured step time (1 to 1000)."""
+def length_rule(seconds_per_sample: float, num_images: int, budget: float) -> list[Choice]:
+    """Epochs = what TRAIN_SHARE of the budget holds at the measured step time (1 to 1000), so the LR schedule
+    runs its course; the budget itself stops training should the machine turn out slower than measured."""
     epochs = int(np.clip(TRAIN_SHARE * budget // max(seconds_per_sample * num_images, 1e-9), 1, 1000))
-    return Choice("trainer.max_epochs", epochs, f"{TRAIN_SHARE:.0%} of {budget / 60:.1f} min at "
-                  f"{seconds_per_sample * num_images:.1f} s per epoch")
+    return [Choice("trainer.max_epochs", epochs, f"{TRAIN_SHARE:.0%} of {budget / 60:.1f} min at "
+                   f"{seconds_per_sample * num_images:.1f} s per epoch"),
+            Choice("trainer.max_time", budget, "the budget (seconds): training stops there, validated and "
+                   "checkpointed, if the epochs take longer than measured")]
 
 
 def eval_hint(fp: Fingerprint, crop: int) -> str:
@@ -430,7 +433,7 @@ def make_plan(config: Config, budget: float, device: str | None = None, memory: 
                *batch, *model,
                Choice("model.encoder_weights", None, "random init: no download; give 'imagenet' if this machine "
                       "has the weights"),
-               *loss_rule(fp), length_rule(cost.seconds_per_sample, fp.num_images, budget),
+               *loss_rule(fp), *length_rule(cost.seconds_per_sample, fp.num_images, budget),
                Choice("trainer.accelerator", "gpu" if device.startswith("cuda") else "cpu",
                       f"measured on {device}")]
     notes = ["segwise plan: every value below was chosen by a rule; edit freely, then `segwise train --config` it",

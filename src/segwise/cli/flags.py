@@ -28,7 +28,7 @@ CONFIG_KEYS: dict[str, str] = {
     "categories": "data.categories", "max_per_category": "data.max_per_category", "canvas": "data.canvas",
     "batch": "data.batch_size", "workers": "data.num_workers", "lr": "optimizer.lr", "epochs": "trainer.max_epochs",
     "steps": "trainer.max_steps", "max_time": "trainer.max_time", "accelerator": "trainer.accelerator",
-    "devices": "trainer.devices",
+    "devices": "trainer.devices", "num_nodes": "trainer.num_nodes",
     "precision": "trainer.precision", "seed": "trainer.seed", "name": "run.name", "log_dir": "run.log_dir",
 }
 SAVE_KINDS = ("index", "color", "overlay", "probs")
@@ -204,11 +204,32 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     add_device_flag(hardware, "--accelerator auto")
     hardware.add_argument("--cpu", action="store_true", help="same as --device cpu")
     g.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
+    add_num_nodes_flag(g, None)
     g.add_argument("--precision", choices=["auto", "32-true", "bf16-mixed", "16-mixed"], help="numeric precision")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--name", "--exp-name", dest="name", help="experiment name; the same name resumes")
     g.add_argument("--log-dir", "-log", type=Path, help="where run directories go (default runs/)")
     g.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run of this name")
+
+
+def add_num_nodes_flag(parser: Any, default: int | None) -> None:
+    """`--num-nodes M`: machines taking part, each running --devices processes (MASTER_ADDR, MASTER_PORT and
+    NODE_RANK set on each, as for torchrun)."""
+    parser.add_argument("--num-nodes", type=positive_int, default=default, metavar="M",
+                        help="number of machines, each running --devices processes; set MASTER_ADDR, MASTER_PORT "
+                             "and NODE_RANK on each (default 1)")
+
+
+def add_distributed_predict_flags(parser: argparse.ArgumentParser) -> None:
+    """`--devices N --num-nodes M [--vrt]`: predict with N×M processes, each its share of the images and its rows of
+    every raster (the same launch as training's DDP)."""
+    g = parser.add_argument_group("many devices and machines")
+    g.add_argument("--devices", type=positive_int, default=1, metavar="N",
+                   help="processes on this machine, one per GPU (or CPU processes with --device cpu); default 1")
+    add_num_nodes_flag(g, 1)
+    g.add_argument("--vrt", action="store_true",
+                   help="rasters: write <name>.vrt over the processes' parts (<name>.partR.tif) instead of merging "
+                        "them into <name>.tif")
 
 
 def add_mode_flags(parser: argparse.ArgumentParser) -> None:

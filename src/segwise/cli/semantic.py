@@ -290,12 +290,14 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--workers", type=flags.whole_number, metavar="N",
                    help="threads reading images, and threads writing outputs, while the network runs (default: the "
                         "cores, at most 4; 0: one image after another)")
+    flags.add_distributed_predict_flags(p)
     p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     mode = flags.inference_mode(args)
     runtime = flags.runtime(args)
+    check_predict_processes(args)
     flags.check_device(args.device)
     flags.check_output_dir(args.out)
     flags.check_output_file(args.rle, "--rle", "submission.csv")
@@ -305,17 +307,54 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.max_pixels is not None:
         raster.max_pixels = args.max_pixels
     save = flags.saved_kinds(args)
-    written = predict(args.model, args.input, args.out, threshold=args.threshold, save=save, device=args.device,
-                      mode=mode, raster=raster, ensemble=args.ensemble, ensemble_method=args.ensemble_method,
-                      ensemble_weights=args.ensemble_weights, rle=args.rle, rle_class=args.rle_class,
-                      format=args.format, runtime=runtime, batch=args.batch, workers=args.workers)
-    print(predict_summary(args, save, written))
+
+    def run(shard: Any = None) -> list[Path]:
+        return predict(args.model, args.input, args.out, threshold=args.threshold, save=save,
+                       device=shard.device if shard else args.device, mode=mode, raster=raster,
+                       ensemble=args.ensemble, ensemble_method=args.ensemble_method,
+                       ensemble_weights=args.ensemble_weights, rle=args.rle, rle_class=args.rle_class,
+                       format=args.format, runtime=runtime, batch=args.batch, workers=args.workers, shard=shard,
+                       vrt=args.vrt)
+
+    if args.devices * args.num_nodes == 1:
+        print(predict_summary(args, save, run()))
+        return
+    from segwise.inference.distributed import launch
+
+    shard_written = launch(lambda shard: (shard.rank, run(shard)), devices=args.devices, num_nodes=args.num_nodes,
+                           device=args.device)
+    if shard_written[0] == 0:  # one summary, from rank 0, once every process has written its share
+        print(predict_summary(args, save, shard_written[1]))
+
+
+def check_predict_processes(args: argparse.Namespace) -> None:
+    """--devices/--num-nodes/--vrt combinations that cannot work, refused before any model or data is read."""
+    from segwise.errors import ConfigError
+
+    processes = args.devices * args.num_nodes
+    if args.vrt and processes == 1:
+        raise ConfigError("--vrt writes a VRT over the parts several processes predict; add --devices N (N > 1) "
+                          "or drop --vrt")
+    if processes == 1:
+        return
+    kind, _, index = (args.device or "").partition(":")
+    if index:
+        raise ConfigError(f"--device {args.device} names one device; for --devices {args.devices} give the kind, "
+                          f"--device {kind} (and CUDA_VISIBLE_DEVICES to choose the devices)")
+    if kind == "mps":
+        raise ConfigError("--devices: MPS runs one process; use --devices 1 with --device mps")
+    import torch
+
+    gpus = torch.cuda.device_count() if kind != "cpu" and torch.cuda.is_available() else 0
+    if gpus and args.devices > gpus:
+        raise ConfigError(f"--devices {args.devices}: this machine has {gpus} CUDA GPU(s); use --devices {gpus} or "
+                          "fewer, or --device cpu for CPU processes")
 
 
 def predict_summary(args: argparse.Namespace, save: set[str], written: list[Path]) -> str:
     """The one line `predict` ends with, naming what was written: the PNG/.npy kinds of ordinary images, the
     GeoTIFFs of streamed ones (`<out>/<name>.tif`, the only outputs a streamed image gets) and the RLE file."""
-    streamed = sum(p.suffix == ".tif" for p in written)
+    streamed = sum(p.suffix in (".tif", ".vrt") for p in written)
     ordinary = len(written) - streamed
     parts = []
     if ordinary:

@@ -10,12 +10,15 @@ output. CRS, transform and nodata of the source are kept; source nodata pixels a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import numpy as np
 import rasterio
@@ -136,17 +139,17 @@ class RowReader:
     read but not yet taken by the writers (`take_valid`).
     """
 
-    def __init__(self, sources: Sequence, paths: Sequence[Path], track_valid: bool = True) -> None:
+    def __init__(self, sources: Sequence, paths: Sequence[Path], track_valid: bool = True, start: int = 0) -> None:
         self.sources, self.paths = list(sources), list(paths)
         dtypes = [_working_dtype(src.dtypes[0], path) for src, path in zip(self.sources, self.paths)]
         self.dtype = same_pixel_type([np.empty(0, dtype) for dtype in dtypes])[0].dtype  # float32 when mixed
         self.width = self.sources[0].width
-        self.top = 0
+        self.top = start  # first row read (a process predicting part of the raster starts at its first window)
         self.data = np.empty((sum(src.count for src in self.sources), 0, self.width), self.dtype)
         self.masked = any(MaskFlags.all_valid not in band for src in self.sources for band in src.mask_flag_enums)
         self.track_valid = track_valid
         self.valid = np.empty((0, self.width), bool)
-        self.valid_top = 0
+        self.valid_top = start
         self.max_rows = 0
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -341,9 +344,10 @@ def _whole_for_fixed_size(sliding: SlidingWindow, mode: InferenceMode | None, mo
 
 
 def member_bands(member: RasterModel, reader: RowReader, plan: WindowPlan, sliding: SlidingWindow,
-                 device: torch.device, on_batch: Callable[[int], None],
-                 stats: dict) -> Iterator[tuple[int, torch.Tensor]]:
-    """One model's finished probability row bands (first row, K×n×W) over the rows `reader` streams.
+                 device: torch.device, on_batch: Callable[[int], None], stats: dict,
+                 span: range | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """One model's finished probability row bands (first row, K×n×W) over the rows `reader` streams, running the
+    windows `span` (raster-order indices, default all; see `needed_windows`).
 
     A fixed-input model (`spec.image_size`) gets each window resized to its input size, as a whole image would be.
     """
@@ -351,17 +355,185 @@ def member_bands(member: RasterModel, reader: RowReader, plan: WindowPlan, slidi
     window_mode = sliding.window_mode
     if member.spec.image_size:
         window_mode = ResizedInput(tuple(member.spec.image_size), window_mode or WholeImage())
+    span = range(len(plan)) if span is None else span
+    # The accumulator starts at `offset`, a multiple of the window height at or above the first window, so every
+    # row sits in the accumulator ring where one process over the whole raster puts it (the same sums, bit for bit).
+    offset = plan.ys[span.start // len(plan.xs)] // wh * wh if span else 0
+    shifted = dataclasses.replace(plan, height=plan.height - offset,
+                                  ys=tuple(y - offset for y in plan.ys if y >= offset))
 
     def windows():
-        for y in plan.ys:
-            pixels, valid = reader.rows(y, y + wh)
-            for x in plan.xs:
-                yield y, x, _normalised_window(pixels[:, :, x:x + ww], None if valid is None else valid[:, x:x + ww],
-                                               member.spec)
+        rows_of = None
+        for y, x in itertools.islice(plan, span.start, span.stop):
+            if rows_of != y:
+                pixels, valid = reader.rows(y, y + wh)
+                rows_of = y
+            yield y - offset, x, _normalised_window(pixels[:, :, x:x + ww],
+                                                    None if valid is None else valid[:, x:x + ww], member.spec)
 
-    return blend_windows(member.model, plan, windows(), member.stride, batch_size=sliding.batch_size,
-                         blend=sliding.blend, sigma_scale=sliding.sigma_scale, average=sliding.average,
-                         window_mode=window_mode, device=device, on_batch=on_batch, stats=stats)
+    bands = blend_windows(member.model, shifted, windows(), member.stride, batch_size=sliding.batch_size,
+                          blend=sliding.blend, sigma_scale=sliding.sigma_scale, average=sliding.average,
+                          window_mode=window_mode, device=device, on_batch=on_batch, stats=stats)
+    return ((top + offset, band) for top, band in bands)
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """One process's share of a raster when `world` processes predict it (`segwise predict --devices N`).
+
+    Process `rank` writes the rows `owned_rows` gives it into `part_path` files; after `barrier()` (every part is
+    written) rank 0 merges the parts into the outputs, or with `vrt` writes a GDAL VRT over them instead.
+    """
+
+    rank: int
+    world: int
+    barrier: Callable[[], None]
+    vrt: bool = False
+
+
+def owned_rows(plan: WindowPlan, rank: int, world: int) -> tuple[int, int]:
+    """Output rows [start, stop) process `rank` of `world` writes: its block of window rows (contiguous, in order)
+    owns the rows from its first window row to the next block's first (the last block: to the bottom). A block is
+    empty, and so are its rows, when the raster has fewer window rows than processes."""
+    count = len(plan.ys)
+    first, after = count * rank // world, count * (rank + 1) // world
+    stop = plan.ys[after] if after < count else plan.height
+    return (plan.ys[first], stop) if first < after else (stop, stop)
+
+
+def needed_windows(plan: WindowPlan, rows: tuple[int, int], batch: int) -> range:
+    """Raster-order indices of every window that touches rows [start, stop), widened to the batches of `batch`
+    windows one process forms: a batched forward may differ from another batch's in the last bit, so running the
+    same batches keeps the part's rows equal to one process's."""
+    start, stop = rows
+    if start >= stop:
+        return range(0)
+    columns = len(plan.xs)
+    first_row = next(i for i, y in enumerate(plan.ys) if y + plan.window[0] > start)
+    after_row = next((i for i, y in enumerate(plan.ys) if y >= stop), len(plan.ys))
+    return range(first_row * columns // batch * batch, min(-(-after_row * columns // batch) * batch, len(plan)))
+
+
+def part_path(path: Path, rank: int) -> Path:
+    """Where process `rank` writes its rows of the output `path`: `<stem>.part<rank>.tif` beside it."""
+    return path.with_name(f"{path.stem}.part{rank}.tif")
+
+
+def part_profiles(profiles: dict[str, dict], source, rows: tuple[int, int]) -> dict[str, dict]:
+    """The outputs' profiles for a part holding rows [start, stop) of `source`: that height, placed at its rows."""
+    window = Window(0, rows[0], source.width, rows[1] - rows[0])
+    return {kind: dict(profile, height=rows[1] - rows[0], transform=source.window_transform(window))
+            for kind, profile in profiles.items()}
+
+
+@contextmanager
+def written_outputs(paths: dict[str, Path], profiles: dict[str, dict], palette: np.ndarray,
+                    masked: set[str]) -> Iterator[dict[str, BlockWriter]]:
+    """A `BlockWriter` per output (those in `masked` also write a mask), writing temporary files that replace
+    `paths` only when the block ends without an error: no output is ever left half-written."""
+    temps = {kind: temp_path(path) for kind, path in paths.items()}  # segwise's temporary names: swept if killed
+    datasets = {}
+    try:
+        Path(next(iter(paths.values()))).parent.mkdir(parents=True, exist_ok=True)
+        for kind, profile in profiles.items():
+            datasets[kind] = rasterio.open(temps[kind], "w", **profile)
+        if profiles["classes"]["dtype"] == "uint8":
+            datasets["classes"].write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(palette)})
+        writers = {kind: BlockWriter(ds, profiles[kind]["blockysize"], kind in masked) for kind, ds in datasets.items()}
+        yield writers
+        for writer in writers.values():
+            writer.flush()
+    except BaseException:
+        for ds in datasets.values():
+            ds.close()
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+        raise
+    for ds in datasets.values():
+        ds.close()
+    for kind, path in paths.items():
+        os.replace(temps[kind], path)
+
+
+def merge_parts(parts: Sequence[dict[str, Path]], writers: dict[str, BlockWriter]) -> None:
+    """Copy the parts (top to bottom) into the merged outputs' writers, a block row at a time, every output in turn
+    as `predict_raster` writes them, so the merged files are those one process writes."""
+    for paths in parts:
+        opened = {kind: open_raster(path) for kind, path in paths.items()}
+        try:
+            first = opened["classes"]
+            step = writers["classes"].block
+            for top in range(0, first.height, step):
+                window = Window(0, top, first.width, min(step, first.height - top))
+                for kind, writer in writers.items():
+                    valid = opened[kind].dataset_mask(window=window) > 0 if writer.use_mask else None
+                    writer.write(opened[kind].read(window=window), valid)
+        finally:
+            for src in opened.values():
+                src.close()
+
+
+GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "float32": "Float32"}
+
+
+def write_vrt(path: Path, profile: dict, parts: Sequence[tuple[tuple[int, int], Path]], palette: np.ndarray | None,
+              masked: bool) -> None:
+    """A GDAL VRT (XML) that shows the part GeoTIFFs, each holding rows [start, stop), as one raster with the
+    profile's size, georeference, nodata and colour table (`palette`); `masked`: their masks as its mask."""
+    root = ET.Element("VRTDataset", rasterXSize=str(profile["width"]), rasterYSize=str(profile["height"]))
+    if profile.get("crs") is not None:
+        ET.SubElement(root, "SRS").text = profile["crs"].to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in profile["transform"].to_gdal())
+
+    def add_sources(band: ET.Element, source_band: str) -> None:
+        for (start, stop), part in parts:
+            source = ET.SubElement(band, "SimpleSource")
+            ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = part.name
+            ET.SubElement(source, "SourceBand").text = source_band
+            size = dict(xSize=str(profile["width"]), ySize=str(stop - start))
+            ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
+            ET.SubElement(source, "DstRect", xOff="0", yOff=str(start), **size)
+
+    interpretations = ("Red", "Green", "Blue") if profile.get("photometric") == "RGB" else ()
+    for index in range(1, profile["count"] + 1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[profile["dtype"]], band=str(index))
+        if profile.get("nodata") is not None:
+            ET.SubElement(band, "NoDataValue").text = repr(float(profile["nodata"]))
+        if palette is not None:
+            ET.SubElement(band, "ColorInterp").text = "Palette"
+            table = ET.SubElement(band, "ColorTable")
+            # 256 entries, the nodata one transparent: the table GDAL reads from the merged GeoTIFF
+            for value, color in enumerate([*palette, *[(0, 0, 0)] * (256 - len(palette))]):
+                alpha = "0" if value == profile.get("nodata") else "255"
+                ET.SubElement(table, "Entry", c1=str(color[0]), c2=str(color[1]), c3=str(color[2]), c4=alpha)
+        elif interpretations:
+            ET.SubElement(band, "ColorInterp").text = interpretations[index - 1]
+        add_sources(band, str(index))
+    if masked:
+        mask = ET.SubElement(ET.SubElement(root, "MaskBand"), "VRTRasterBand", dataType="Byte")
+        add_sources(mask, "mask,1")
+    ET.indent(root)
+    temp = temp_path(path)
+    ET.ElementTree(root).write(temp, encoding="unicode")
+    os.replace(temp, path)
+
+
+def join_parts(outputs: dict[str, Path], final: dict[str, Path], profiles: dict[str, dict], palette: np.ndarray,
+               masked: set[str], rows: Sequence[tuple[int, int]], vrt: bool) -> None:
+    """Rank 0, once every process wrote its `part_path` files (process r: rows[r]): merge them into `outputs` and
+    delete them, or with `vrt` write the `final` VRTs over them."""
+    parts = [(span, rank) for rank, span in enumerate(rows) if span[0] < span[1]]
+    if vrt:
+        for kind, path in final.items():
+            table = palette if kind == "classes" and profiles[kind]["dtype"] == "uint8" else None
+            write_vrt(path, profiles[kind], [(span, part_path(outputs[kind], rank)) for span, rank in parts], table,
+                      kind in masked)
+        return
+    with written_outputs(outputs, profiles, palette, masked) as writers:
+        merge_parts([{kind: part_path(path, rank) for kind, path in outputs.items()} for _, rank in parts], writers)
+    for _, rank in parts:
+        for path in outputs.values():
+            part_path(path, rank).unlink()
 
 
 @torch.inference_mode()
@@ -370,7 +542,8 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
                    combine: Callable[[Iterable[torch.Tensor]], torch.Tensor] | None = None,
                    device: torch.device | str | None = None, probs: str | None = None, confidence: bool = False,
                    color: bool = False, overwrite: bool = False, threshold: float | None = None,
-                   progress: bool | None = None, whole_image_pixels: int | None = None) -> RasterResult:
+                   progress: bool | None = None, whole_image_pixels: int | None = None,
+                   part: RowPart | None = None) -> RasterResult:
     """Stream `src` through the models window by window and write the class raster `dst` (+ optional outputs).
 
     `src`: a raster, or the image raster followed by its extra channel planes (same grid, bands stacked in order).
@@ -382,6 +555,7 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
     unless `overwrite`; outputs appear only when complete.
     `whole_image_pixels`: models trained at a fixed size (`spec.image_size`) see a raster of at most this many
     pixels whole (one window, resized to their size), as in-memory prediction does; larger ones window by window.
+    `part`: this process predicts only its share of the rows (see `RowPart`); the outputs equal one process's.
     """
     paths = [Path(src)] if isinstance(src, (str, os.PathLike)) else [Path(p) for p in src]
     dst = Path(dst)
@@ -395,7 +569,8 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
     if threshold is not None and spec.num_classes != 2:
         raise DataError(f"--threshold needs a two-class model; this one has {spec.num_classes} classes")
     outputs = output_paths(dst, color=color, probs=probs, confidence=confidence)
-    existing = [str(p) for p in outputs.values() if p.exists()]
+    final = {kind: path.with_suffix(".vrt") for kind, path in outputs.items()} if part and part.vrt else outputs
+    existing = [str(p) for p in final.values() if p.exists()]
     if existing and not overwrite:
         raise DataError(f"output exists: {', '.join(existing)}; pass --overwrite (overwrite=True) to replace it, "
                         "or choose another output folder")
@@ -403,61 +578,59 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
     device = torch.device(device) if device is not None else next(models[0].model.parameters()).device
     palette = np.asarray(spec.palette, dtype=np.uint8)
     stats = RasterStats()
-    temps = {kind: temp_path(path) for kind, path in outputs.items()}  # segwise's temporary names: swept if killed
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         sources = open_sources(paths, spec)
-        datasets = {}
         try:
             source = sources[0]
             if whole_image_pixels and source.height * source.width <= whole_image_pixels:
                 sliding = _whole_for_fixed_size(sliding, mode, models, source.height, source.width)
-            readers = [RowReader(sources, paths, track_valid=index == 0) for index in range(len(models))]
             plan = sliding.plan(source.height, source.width)
+            rows = owned_rows(plan, part.rank, part.world) if part else (0, source.height)
+            span = needed_windows(plan, rows, sliding.batch_size)
+            first_row = plan.ys[span.start // len(plan.xs)] if span else 0
+            readers = [RowReader(sources, paths, track_valid=index == 0, start=first_row)
+                       for index in range(len(models))]
             profiles = _profiles(source, spec, outputs, probs, readers[0].masked, plan.window[0])
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            for kind, profile in profiles.items():
-                datasets[kind] = rasterio.open(temps[kind], "w", **profile)
-            if profiles["classes"]["dtype"] == "uint8":
-                datasets["classes"].write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(palette)})
             masked_kinds = {"color", "probs"} if probs == "uint8" else {"color"}  # no nodata value fits these
-            writers = {kind: BlockWriter(ds, profiles[kind]["blockysize"], readers[0].masked and kind in masked_kinds)
-                       for kind, ds in datasets.items()}
-            total = len(plan) * len(models)
+            masked = masked_kinds & set(profiles) if readers[0].masked else set()
+            written = outputs if part is None else {kind: part_path(path, part.rank) for kind, path in outputs.items()}
+            written_profiles = profiles if part is None else part_profiles(profiles, source, rows)
+            total = len(span) * len(models)
             shown = progress if progress is not None else total >= PROGRESS_MIN_WINDOWS
             start = time.perf_counter()
             band_stats: dict = {}
-            with show_progress(total, paths[0].name, "windows", enabled=shown) as counter:
+            if rows[0] < rows[1]:
+                with show_progress(total, paths[0].name, "windows", enabled=shown) as counter, \
+                        written_outputs(written, written_profiles, palette, masked) as writers:
 
-                def advance(count: int) -> None:
-                    stats.windows += count
-                    counter.advance(count)
+                    def advance(count: int) -> None:
+                        stats.windows += count
+                        counter.advance(count)
 
-                streams = [member_bands(member, reader, plan, sliding, device, advance, band_stats if i == 0 else {})
-                           for i, (member, reader) in enumerate(zip(models, readers))]
-                for bands in zip(*streams):  # every member yields the same row bands: they follow the one plan
-                    top = bands[0][0]
-                    band = bands[0][1] if combine is None else combine(band for _, band in bands)
-                    valid = readers[0].take_valid(top, top + band.shape[1])
-                    for kind, array in _outputs(band, profiles, palette, valid, threshold, probs).items():
-                        writers[kind].write(array, valid)
-            for writer in writers.values():
-                writer.flush()
+                    streams = [member_bands(member, reader, plan, sliding, device, advance,
+                                            band_stats if i == 0 else {}, span)
+                               for i, (member, reader) in enumerate(zip(models, readers))]
+                    for bands in zip(*streams):  # every member yields the same row bands: they follow the one plan
+                        top, stop = bands[0][0], bands[0][0] + bands[0][1].shape[1]
+                        first, last = max(top, rows[0]), min(stop, rows[1])  # the band's rows this process owns
+                        if first < last:
+                            owned = [band[:, first - top:last - top] for _, band in bands]
+                            band = owned[0] if combine is None else combine(owned)
+                            valid = readers[0].take_valid(first, last)
+                            for kind, array in _outputs(band, profiles, palette, valid, threshold, probs).items():
+                                writers[kind].write(array, valid)
+                        if stop >= rows[1]:
+                            break
             stats.seconds = time.perf_counter() - start
             stats.band_rows = band_stats.get("band_rows", 0)
             stats.input_rows = max(reader.max_rows for reader in readers)
-        except BaseException:
-            for ds in datasets.values():
-                ds.close()
-            for temp in temps.values():
-                temp.unlink(missing_ok=True)
-            raise
+            if part is not None:
+                part.barrier()  # every part is written
+                if part.rank == 0:
+                    join_parts(outputs, final, profiles, palette, masked,
+                               [owned_rows(plan, rank, part.world) for rank in range(part.world)], part.vrt)
         finally:
             for opened in sources:
                 opened.close()
-        for ds in datasets.values():
-            ds.close()
-    for kind, path in outputs.items():
-        os.replace(temps[kind], path)
-    return RasterResult(outputs["classes"], outputs.get("color"), outputs.get("probs"), outputs.get("confidence"),
-                        stats)
+    return RasterResult(final["classes"], final.get("color"), final.get("probs"), final.get("confidence"), stats)

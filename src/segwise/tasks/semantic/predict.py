@@ -14,11 +14,12 @@ from segwise.data.folder import Sample, read_sample_image
 from segwise.data.readers import default_split, find_split, holds_images, reader
 from segwise.data.io import IMAGE_EXTENSIONS, is_image_file, write_npy, write_png
 from segwise.errors import ConfigError, DataError
+from segwise.inference.distributed import Shard
 from segwise.inference.ensemble import Ensemble
 from segwise.inference.modes import DEFAULT_MAX_PIXELS
 from segwise.inference.pipeline import default_workers, run_pipeline
 from segwise.inference.predictor import Predictor
-from segwise.inference.raster import RASTER_EXTENSIONS, raster_size
+from segwise.inference.raster import RASTER_EXTENSIONS, RowPart, raster_size
 from segwise.inference.rle import raster_rle_encode, rle_encode, write_rle_csv
 from segwise.inference.onnx_backend import Runtime
 from segwise.inference.whole import InferenceMode
@@ -105,7 +106,8 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
             ensemble_weights: Sequence[float] | None = None, rle: Path | None = None,
             rle_class: int | None = None, mode: InferenceMode | None = None,
             raster: RasterOptions | None = None, format: str = "folder",
-            runtime: Runtime | None = None, batch: int = 8, workers: int | None = None) -> list[Path]:
+            runtime: Runtime | None = None, batch: int = 8, workers: int | None = None,
+            shard: Shard | None = None, vrt: bool = False) -> list[Path]:
     """Predict every input image; returns the list of index-mask files written (`<out>/<name>.tif` for rasters).
 
     `rle`: also write a `name<TAB>rle` CSV (TianChi format) of class `rle_class`, or of every non-zero class.
@@ -115,6 +117,9 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
     (default), torch.compile or onnxruntime (fp32/int8) for every member's forward pass. Ordinary images go through
     `predict_images` (`batch` images of one size per forward, `workers` reader and writer threads, default
     `default_workers()`); the outputs equal those of one image at a time (`batch=1, workers=0`).
+    `shard`: this process of several (`segwise.inference.distributed`) predicts its share of the images and its
+    rows of every raster; rank 0 merges the rasters' parts (with `vrt`: writes `<name>.vrt` over them instead) and
+    writes the RLE file. Every output equals one process's.
     """
     raster = raster or RasterOptions()
     predictor = Predictor.from_path(model_path, device, mode, runtime)
@@ -123,24 +128,35 @@ def predict(model_path: Path, inputs: Path, out_dir: Path, *, threshold: float |
     out_dir = ensure_writable_dir(out_dir)
     samples = prediction_inputs(inputs, predictor.spec.extra_channels, format)
     streamed = [streams(sample, raster.max_pixels) for sample in samples]
+    if vrt and not any(streamed):
+        raise ConfigError(f"--vrt: {inputs} holds no raster to predict in parts (a TIFF, or an image over "
+                          "--max-pixels); drop --vrt")
+    part = RowPart(shard.rank, shard.world, shard.barrier, vrt) if shard else None
+    reports = shard is None or shard.rank == 0  # the process that writes one-file outputs (merged rasters, RLE)
     outputs: dict[int, tuple[Path, tuple[str, str] | None]] = {}
-    with progress(len(samples), "predicting", unit="images") as counter:
+    ordinary = [i for i, is_raster in enumerate(streamed) if not is_raster]
+    mine = shard.share(ordinary) if shard else ordinary
+    with progress(len(streamed) - len(ordinary) + len(mine), "predicting", unit="images") as counter:
         for index in (i for i, is_raster in enumerate(streamed) if is_raster):
             sample = samples[index]
             result = predictor.predict_raster([sample.image, *sample.extras], out_dir / f"{sample.name}.tif",
                                               probs=raster.probs, confidence=raster.confidence, color=raster.color,
                                               overwrite=raster.overwrite, threshold=threshold,
-                                              progress=raster.progress, whole_image_pixels=raster.max_pixels)
-            row = (sample.image.name, raster_rle_encode(result.classes, rle_class)) if rle is not None else None
-            outputs[index] = (result.classes, row)
+                                              progress=raster.progress, whole_image_pixels=raster.max_pixels,
+                                              part=part)
+            encode = rle is not None and reports
+            outputs[index] = (result.classes, (sample.image.name, raster_rle_encode(result.classes, rle_class))
+                              if encode else None)
             counter.advance()
-        ordinary = [i for i, is_raster in enumerate(streamed) if not is_raster]
-        outputs.update(zip(ordinary, predict_images(predictor, [samples[i] for i in ordinary], out_dir, save,
-                                                    threshold, rle is not None, rle_class, batch, workers, counter)))
+        outputs.update(zip(mine, predict_images(predictor, [samples[i] for i in mine], out_dir, save,
+                                                threshold, rle is not None, rle_class, batch, workers, counter)))
+    if shard:  # every process's images; rank 0's last, as only its raster entries hold RLE rows
+        for gathered in reversed(shard.gather(outputs)):
+            outputs.update(gathered)
     written = [outputs[i][0] for i in range(len(samples))]
     # rows are named by the file name, as in pytorch-segmentation's CSVs
     rle_rows = [outputs[i][1] for i in range(len(samples))]
-    if rle is not None:
+    if rle is not None and reports:
         write_rle_csv(rle, rle_rows)
     return written
 

@@ -90,11 +90,39 @@ def test_small_memory_gives_a_smaller_batch_and_accumulation():
 
 def test_the_budget_picks_the_largest_encoder_that_trains_long_enough():
     times = {"resnet18": 0.01, "resnet34": 0.02, "resnet50": 0.05}
-    assert values(model_rule(times, 100, 3600))["model.encoder"] == "resnet50"  # 30 × 100 × 0.05 = 150 s
-    assert values(model_rule(times, 100, 100))["model.encoder"] == "resnet34"  # 60 s ≤ 80 s < 150 s
+    # 30 epochs × 100 images × measured time × STEP_OVERHEAD 1.5 within 80 % of the budget
+    assert values(model_rule(times, 100, 3600))["model.encoder"] == "resnet50"  # 225 s ≤ 2880 s
+    assert values(model_rule(times, 100, 150))["model.encoder"] == "resnet34"  # 90 s ≤ 120 s < 225 s
     assert values(model_rule(times, 100, 10))["model.encoder"] == "resnet18"  # none fits: the smallest
     epochs, limit = plan.length_rule(0.01, 100, 100)
-    assert (epochs.value, limit.value) == (80, 100)
+    assert (epochs.value, limit.value) == (53, 100)  # 80 s / 0.015 s = 5333 samples
+
+
+def test_a_short_budget_trades_crop_and_batch_for_steps():
+    # 0.2 s per 256² sample × 1.5 = 0.3 s: 3 min × 80 % hold 480 samples, under 400 steps of 4
+    smaller = plan.budget_crop_rule(256, 0.2, 180, floor=64)
+    assert smaller.value == 128 and "halved" in smaller.why
+    assert plan.budget_crop_rule(256, 0.2, 3600, floor=64) is None  # an hour holds 9600 samples
+    assert plan.budget_crop_rule(64, 0.2, 180, floor=64) is None  # never under the floor (2 × the median object)
+    assert plan.smallest_crop(fingerprint(object_area=100 ** 2)) == 224 and plan.smallest_crop(fingerprint()) == 96
+    mib = 2 ** 20
+    few = values(plan.batch_rule(100 * mib, 10 * mib, 16 * 2 ** 30, 100, samples=1200))
+    assert (few["data.batch_size"], few["trainer.accumulate"]) == (3, 1)  # 1200 // 400 = 3, no accumulation
+    many = values(plan.batch_rule(100 * mib, 10 * mib, 16 * 2 ** 30, 100, samples=100_000))
+    assert many["data.batch_size"] == 16
+
+
+def test_plan_shrinks_the_crop_for_a_short_budget(synthetic_root, monkeypatch):
+    """With a step time that grows with the crop's area, a short budget halves the crop until the steps fit."""
+    monkeypatch.setattr(plan, "ENCODERS", ("resnet18",))
+    monkeypatch.setattr(plan, "crop_rule", lambda fp, max_side=512: plan.Choice("data.crop_size", 256, "test"))
+    monkeypatch.setattr(plan, "measure_step", lambda encoder, channels, classes, side, device, batch=1:
+                        plan.StepCost(0.3 * (side / 256) ** 2, 100 * 2 ** 20, 10 * 2 ** 20))
+    config = load_config(None, [f"data.root={synthetic_root}"])
+    short = values(plan.make_plan(config, 120, "cpu", 8 * 2 ** 30).choices)
+    long = values(plan.make_plan(config, 7200, "cpu", 8 * 2 ** 30).choices)
+    assert long["data.crop_size"] == 256 and short["data.crop_size"] < 256
+    assert short["data.batch_size"] <= long["data.batch_size"]
 
 
 def test_budget_and_memory_flags():

@@ -42,6 +42,12 @@ MODEL = "unet"
 ENCODERS = ("resnet50", "resnet34", "resnet18")
 """Candidates, largest first: the largest one that trains MIN_EPOCHS within the budget is chosen."""
 MIN_EPOCHS = 30
+MIN_STEPS = 400
+"""Optimiser steps a run needs to get anywhere from random init: a short budget trades crop and batch for steps."""
+STEP_OVERHEAD = 1.5
+"""A real training step costs this much more than the measured forward/backward/update of random tensors:
+decoding, augmentation, the loss's extra terms, validation and logging (0.27-0.30 s vs 0.19 s per 256² sample of
+U-Net resnet18 on 2 CPU cores, benchmarks/plan_compare.py)."""
 TRAIN_SHARE = 0.8
 """Share of the budget spent on training steps; the rest goes to validation and start-up."""
 RARE_CROPS = 1 / 3
@@ -172,6 +178,28 @@ def crop_rule(fp: Fingerprint, max_side: int = MAX_CROP) -> Choice:
                   f"(at least {MIN_CROP}), a multiple of 32, at most the images' shorter side ({fp.image_side})")
 
 
+def smallest_crop(fp: Fingerprint) -> int:
+    """The least a short budget may shrink the crop to: twice the median object, at least 64 px, a multiple of 32."""
+    return max(64, -(-int(2 * fp.object_side) // 32) * 32)
+
+
+def samples_in_budget(seconds_per_sample: float, budget: float) -> int:
+    """Training samples TRAIN_SHARE of the budget holds at a measured step time (with STEP_OVERHEAD)."""
+    return int(TRAIN_SHARE * budget // max(seconds_per_sample * STEP_OVERHEAD, 1e-9))
+
+
+def budget_crop_rule(side: int, seconds_per_sample: float, budget: float, floor: int) -> Choice | None:
+    """When the budget holds fewer than MIN_STEPS steps of BATCH_FLOOR samples at this crop, the next smaller crop
+    to try (half, a multiple of 32, not under `floor`); None when the crop fits the budget or is at the floor."""
+    samples = samples_in_budget(seconds_per_sample, budget)
+    smaller = max(floor, side // 64 * 32)
+    if samples >= MIN_STEPS * BATCH_FLOOR or smaller >= side:
+        return None
+    return Choice("data.crop_size", smaller, f"{budget / 60:.1f} min hold {samples} samples of {side}x{side} "
+                  f"({seconds_per_sample * STEP_OVERHEAD:.2f} s each), fewer than {MIN_STEPS} steps of {BATCH_FLOOR}: "
+                  "halved, for more steps")
+
+
 def augment_rule(fp: Fingerprint) -> list[Choice]:
     """Orientation-free data (aerial tiles, multispectral rasters) get every rotation and flip; upright scenes get
     horizontal flips and rescaling; non-RGB data gets no colour op."""
@@ -234,17 +262,23 @@ def sampler_rule(fp: Fingerprint, crop: int) -> list[Choice]:
 
 
 def batch_rule(fixed_bytes: int, bytes_per_sample: int, memory: int, num_images: int,
-               cap: int = MAX_BATCH) -> list[Choice]:
-    """As many samples as the memory holds (measured bytes × HEADROOM), at most `cap` and the image count;
-    gradients accumulated up to BATCH_FLOOR samples per step when fewer fit."""
+               cap: int = MAX_BATCH, samples: int | None = None) -> list[Choice]:
+    """As many samples as the memory holds (measured bytes × HEADROOM), at most `cap`, the image count and what
+    leaves MIN_STEPS steps in the budget's `samples` (never under 2, for BatchNorm); gradients accumulated up to
+    BATCH_FLOOR samples per step only when the memory is what holds the batch back."""
     fits = int((memory - fixed_bytes) // max(1, int(bytes_per_sample * HEADROOM)))
-    batch = max(1, min(fits, cap, max(1, num_images)))
+    for_steps = max(2, samples // MIN_STEPS) if samples is not None else MAX_BATCH
+    batch = max(1, min(fits, cap, max(1, num_images), for_steps))
     why = (f"{bytes_per_sample / 2**20:.0f} MiB per sample measured (x{HEADROOM}) + {fixed_bytes / 2**20:.0f} MiB of "
            f"weights and optimiser state in {memory / 2**30:.1f} GiB: {fits} fit, at most {cap} and the "
            "number of images")
-    accumulate = -(-BATCH_FLOOR // batch) if batch < BATCH_FLOOR else 1
+    if samples is not None:
+        why += f"; the budget holds {samples} samples: at most {for_steps} per step for {MIN_STEPS} steps"
+    memory_bound = fits < min(cap, num_images, for_steps)
+    accumulate = -(-BATCH_FLOOR // batch) if batch < BATCH_FLOOR and memory_bound else 1
     more = (f"batch {batch} < {BATCH_FLOOR}: gradients of {accumulate} batches per step" if accumulate > 1
-            else f"batch {batch} >= {BATCH_FLOOR}: one batch per step")
+            else f"batch {batch} >= {BATCH_FLOOR}: one batch per step" if batch >= BATCH_FLOOR
+            else "one batch per step: the budget needs steps more than large batches")
     return [Choice("data.batch_size", batch, why), Choice("trainer.accumulate", accumulate, more)]
 
 
@@ -252,7 +286,7 @@ def model_rule(seconds_per_sample: dict[str, float], num_images: int, budget: fl
     """The largest encoder whose measured step time trains MIN_EPOCHS epochs within TRAIN_SHARE of the budget; the
     smallest when none does."""
     needed = MIN_EPOCHS * num_images
-    fits = [e for e in ENCODERS if seconds_per_sample[e] * needed <= TRAIN_SHARE * budget]
+    fits = [e for e in ENCODERS if samples_in_budget(seconds_per_sample[e], budget) >= needed]
     encoder = fits[0] if fits else ENCODERS[-1]
     times = ", ".join(f"{e} {seconds_per_sample[e] * 1000:.0f} ms" for e in ENCODERS)
     why = (f"per sample {times}: {encoder} is the largest to train {MIN_EPOCHS} epochs of {num_images} images in "
@@ -265,9 +299,9 @@ def model_rule(seconds_per_sample: dict[str, float], num_images: int, budget: fl
 def length_rule(seconds_per_sample: float, num_images: int, budget: float) -> list[Choice]:
     """Epochs = what TRAIN_SHARE of the budget holds at the measured step time (1 to 1000), so the LR schedule
     runs its course; the budget itself stops training should the machine turn out slower than measured."""
-    epochs = int(np.clip(TRAIN_SHARE * budget // max(seconds_per_sample * num_images, 1e-9), 1, 1000))
+    epochs = int(np.clip(samples_in_budget(seconds_per_sample, budget) // max(num_images, 1), 1, 1000))
     return [Choice("trainer.max_epochs", epochs, f"{TRAIN_SHARE:.0%} of {budget / 60:.1f} min at "
-                   f"{seconds_per_sample * num_images:.1f} s per epoch"),
+                   f"{seconds_per_sample * STEP_OVERHEAD * num_images:.1f} s per epoch"),
             Choice("trainer.max_time", budget, "the budget (seconds): training stops there, validated and "
                    "checkpointed, if the epochs take longer than measured")]
 
@@ -418,14 +452,18 @@ def make_plan(config: Config, budget: float, device: str | None = None, memory: 
     costs = {e: measure_step(e, fp.channels, fp.num_classes, side, device) for e in ENCODERS}
     model = model_rule({e: c.seconds_per_sample for e, c in costs.items()}, fp.num_images, budget)
     cost = costs[model[1].value]
+    while smaller := budget_crop_rule(side, cost.seconds_per_sample, budget, smallest_crop(fp)):
+        crop, side = smaller, smaller.value
+        cost = measure_step(model[1].value, fp.channels, fp.num_classes, side, device)
     while side > 64 and memory - cost.fixed_bytes < cost.bytes_per_sample * HEADROOM:  # not even one sample fits
         side = side // 64 * 32
         cost = measure_step(model[1].value, fp.channels, fp.num_classes, side, device)
         crop = Choice("data.crop_size", side, f"halved until one sample fits in {memory / 2**30:.1f} GiB")
-    batch = batch_rule(cost.fixed_bytes, cost.bytes_per_sample, memory, fp.num_images)
+    samples = samples_in_budget(cost.seconds_per_sample, budget)
+    batch = batch_rule(cost.fixed_bytes, cost.bytes_per_sample, memory, fp.num_images, samples=samples)
     ran, at_batch = confirmed_step(model[1].value, fp.channels, fp.num_classes, side, device, batch[0].value)
     if ran < batch[0].value:
-        batch = batch_rule(cost.fixed_bytes, cost.bytes_per_sample, memory, fp.num_images, cap=ran)
+        batch = batch_rule(cost.fixed_bytes, cost.bytes_per_sample, memory, fp.num_images, cap=ran, samples=samples)
     cost = at_batch or cost
     choices = [Choice("data.root", str(Path(config.data.root).resolve()), "the data set planned for"), crop,
                Choice("data.image_size", None, "no resizing: objects keep their pixel size"),

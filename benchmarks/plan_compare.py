@@ -15,6 +15,7 @@ tiny-objects: a synthetic set whose objects are 3 to 7 px across, written by thi
 
     python benchmarks/plan_compare.py                                 # CamVid + Dubai at 8 min, tiny at 3 min
     python benchmarks/plan_compare.py --sets tiny --tiny-budget 2m
+    python benchmarks/plan_compare.py --sets camvid --budget 20m --recipes defaults auto
 """
 
 from __future__ import annotations
@@ -174,6 +175,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--budget", default="8m", help="training time of each recipe on CamVid and Dubai")
     parser.add_argument("--tiny-budget", default="3m", help="training time of each recipe on the tiny-object set")
+    parser.add_argument("--recipes", nargs="+", choices=["defaults", "shipped", "auto"],
+                        default=["defaults", "shipped", "auto"], help="which recipes to train (default all three)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segwise_plan_compare"))
     args = parser.parse_args()
     print(f"# segwise plan comparison, {datetime.date.today()}, {machine()}")
@@ -188,7 +191,7 @@ def main() -> None:
             continue
         data = SETS[name](work, log)
         budget = args.tiny_budget if name == "tiny" else args.budget
-        recipes = ["defaults", "shipped", "auto"] if data.shipped else ["defaults", "auto"]
+        recipes = [r for r in args.recipes if r != "shipped" or data.shipped]
         rows = []
         for recipe in recipes:
             rows.append(train_and_score(data, recipe, budget, work, log))

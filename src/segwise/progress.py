@@ -8,9 +8,11 @@ multi-device (DDP) run nothing is shown: rank 0 reports for all of them.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -39,6 +41,35 @@ def duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+QUIET_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch deprecating what Lightning's own code uses
+    r"Checkpoint directory .* exists and is not empty",  # every resume: the run's checkpoints are meant to be there
+    r"The number of training batches .* is smaller than the logging interval",  # short epochs: nothing to fix
+    r"The '\w+_dataloader' does not have many workers",  # the user chose --workers
+    r"It is recommended to use `self.log\('.*sync_dist=True",  # segwise's metrics come from all-reduced matrices
+    r"You're resuming from a checkpoint that ended before the epoch ended",  # the data module resumes mid-epoch
+)
+"""Messages of Lightning and its dependencies that tell a segwise user nothing to act on."""
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning without its boilerplate for the block: no info lines (GPU/TPU available, tips, `max_steps`
+    reached) and none of `QUIET_WARNINGS`; its real warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class Progress:

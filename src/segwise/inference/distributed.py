@@ -41,7 +41,7 @@ def launch(work: Callable[[Shard], T], *, devices: int, num_nodes: int, device: 
     import torch.distributed as dist
     from lightning.fabric import Fabric
 
-    from segwise.engine.trainer import quiet_lightning
+    from segwise.progress import quiet_lightning
 
     with quiet_lightning():
         fabric = Fabric(accelerator=accelerator_of(device), devices=devices, num_nodes=num_nodes, strategy="ddp")

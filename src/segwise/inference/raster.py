@@ -358,7 +358,7 @@ def member_bands(member: RasterModel, reader: RowReader, plan: WindowPlan, slidi
     span = range(len(plan)) if span is None else span
     # The accumulator starts at `offset`, a multiple of the window height at or above the first window, so every
     # row sits in the accumulator ring where one process over the whole raster puts it (the same sums, bit for bit).
-    offset = plan.ys[span.start // len(plan.xs)] // wh * wh if span else 0
+    offset = first_window_row(plan, span) // wh * wh
     shifted = dataclasses.replace(plan, height=plan.height - offset,
                                   ys=tuple(y - offset for y in plan.ys if y >= offset))
 
@@ -412,6 +412,11 @@ def needed_windows(plan: WindowPlan, rows: tuple[int, int], batch: int) -> range
     first_row = next(i for i, y in enumerate(plan.ys) if y + plan.window[0] > start)
     after_row = next((i for i, y in enumerate(plan.ys) if y >= stop), len(plan.ys))
     return range(first_row * columns // batch * batch, min(-(-after_row * columns // batch) * batch, len(plan)))
+
+
+def first_window_row(plan: WindowPlan, span: range) -> int:
+    """Top row of the first window in `span` (raster-order window indices); 0 for no windows."""
+    return plan.ys[span.start // len(plan.xs)] if span else 0
 
 
 def part_path(path: Path, rank: int) -> Path:
@@ -588,8 +593,7 @@ def predict_raster(models: Sequence[RasterModel], src: Path | Sequence[Path], ds
             plan = sliding.plan(source.height, source.width)
             rows = owned_rows(plan, part.rank, part.world) if part else (0, source.height)
             span = needed_windows(plan, rows, sliding.batch_size)
-            first_row = plan.ys[span.start // len(plan.xs)] if span else 0
-            readers = [RowReader(sources, paths, track_valid=index == 0, start=first_row)
+            readers = [RowReader(sources, paths, track_valid=index == 0, start=first_window_row(plan, span))
                        for index in range(len(models))]
             profiles = _profiles(source, spec, outputs, probs, readers[0].masked, plan.window[0])
             masked_kinds = {"color", "probs"} if probs == "uint8" else {"color"}  # no nodata value fits these

@@ -230,7 +230,7 @@ def test_table_styles():
 # ---- pytorch-segmentation's held-out validation share ---------------------------------------------------------
 def test_val_fraction_holds_out_the_same_files_and_keeps_them_when_files_are_added():
     from segwise.data.folder import Sample
-    from segwise.tasks.semantic.data import hold_out
+    from segwise.engine.splits import hold_out
 
     samples = [Sample(f"img_{i:03d}", Path(f"{i}.png"), Path(f"{i}_m.png")) for i in range(200)]
     kept, held = hold_out(samples, 0.2)

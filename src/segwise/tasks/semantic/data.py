@@ -15,6 +15,7 @@ from segwise.data.classmap import ClassMap
 from segwise.data.folder import Sample, read_raw_mask, read_sample_image
 from segwise.data.readers import data_splits, find_split, reader, split_path
 from segwise.data.validate import DatasetReport, compute_mean_std, validate_samples
+from segwise.engine.splits import validation_sets
 from segwise.errors import ConfigError, DataError
 from segwise.io_utils import atomic_write_text
 from segwise.progress import notice
@@ -98,13 +99,8 @@ def prepare_data(data: DataConfig) -> PreparedData:
     if data.root is None:
         raise ConfigError("data.root is not set; pass DATA_DIR to `segwise train` or set data.root")
     train = find_split(data.format, split_path(data.format, data.root, data.train_split), data.extra_channels)
-    main_val = [data.val_split] if data.val_split and not data.extra_val_only and not data.val_fraction else []
-    split_names = main_val + list(data.extra_val_splits)
-    vals = {name: find_split(data.format, split_path(data.format, data.root, name), data.extra_channels)
-            for name in split_names}
-    if data.val_fraction and not data.extra_val_only:
-        train, held_out = hold_out(train, data.val_fraction)
-        vals = {data.val_split or "val": held_out, **vals}
+    train, vals = validation_sets(
+        data, train, lambda name: find_split(data.format, split_path(data.format, data.root, name), data.extra_channels))
     class_map = build_class_map(data, train)
     report = validate_samples(train, class_map) if data.validate_data else None
     in_channels = report.channels if report else read_sample_image(train[0]).shape[2]
@@ -113,25 +109,6 @@ def prepare_data(data: DataConfig) -> PreparedData:
             validate_samples(samples, class_map, reference=("training", in_channels))
     check_statistics_length(data, in_channels)
     return PreparedData(train, vals, class_map, report, in_channels)
-
-
-def hold_out(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
-    """(training, validation) with about `fraction` of the samples held out for validation, chosen by a hash of the
-    file name: the same files on every machine and run, and adding files never moves the others (pytorch-
-    segmentation's `val_split`). Both sides keep at least one sample."""
-    if len(samples) < 2:
-        raise DataError(f"data.val_fraction needs at least 2 training samples to hold some out, found {len(samples)}; "
-                        "add data or give a validation folder (data.val_split)")
-
-    def rank(sample: Sample) -> int:
-        return int(hashlib.sha1(sample.name.encode("utf-8")).hexdigest()[:12], 16)
-
-    limit = fraction * 16 ** 12
-    held = [s for s in samples if rank(s) < limit] or [min(samples, key=rank)]
-    if len(held) == len(samples):
-        held.remove(max(held, key=rank))
-    held_names = {s.name for s in held}
-    return [s for s in samples if s.name not in held_names], held
 
 
 def check_statistics_length(data: DataConfig, in_channels: int) -> None:

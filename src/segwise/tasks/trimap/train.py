@@ -10,6 +10,7 @@ import lightning as L
 from segwise.data.matting import MEAN, STD, MattingDataset, MattingSample, PromptCorruption, find_matting_samples
 from segwise.data.readers import split_dir
 from segwise.engine.run import check_names, open_run
+from segwise.engine.splits import validation_sets
 from segwise.engine.trainer import fit_segmentation
 from segwise.errors import ConfigError
 from segwise.metrics.trimap import TRIMAP_CLASSES
@@ -50,14 +51,13 @@ def training_samples(config: TrimapConfig) -> list[MattingSample]:
 
 def train(config: TrimapConfig, callbacks: Sequence[L.Callback] = ()) -> Path:
     """Train on the training sets (`data.root/train_split`, or `trimap.train_sets`) and validate on
-    `data.root/{val_split, extra_val_splits}`, matting folders in any layout, with the shared engine; the same run
-    name resumes."""
+    `data.root/{val_split, extra_val_splits}` (or on a held-out share, `data.val_fraction`), matting folders in any
+    layout, with the shared engine; the same run name resumes."""
     check_names(config, TASKS)
     data, options = config.data, config.trimap
-    train_samples = training_samples(config)
-    split_names = ([data.val_split] if data.val_split else []) + list(data.extra_val_splits)
-    vals = {name: find_matting_samples(split_dir(data.root, name), options.trimap_dir, layout=options.format)
-            for name in split_names}
+    train_samples, vals = validation_sets(
+        data, training_samples(config),
+        lambda name: find_matting_samples(split_dir(data.root, name), options.trimap_dir, layout=options.format))
     run = open_run(config, lambda _: trimap_spec(config), config.model.name, config.model.args.get("size"))
     common = dict(size=input_size(run.spec), band=options.unknown_band, prompt_threshold=options.prompt_threshold)
     train_set = MattingDataset(train_samples, train=True, seed=config.trainer.seed, corruption=corruption(config),

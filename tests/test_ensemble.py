@@ -77,6 +77,22 @@ def test_from_paths_matches_members(runs, image):
     assert ensemble.spec.class_names == CLASSES and ensemble.names == [str(runs["a"]), str(runs["b"])]
 
 
+@pytest.mark.parametrize(("method", "weights"), [("mean", None), ("weighted", [3, 1]), ("vote", None),
+                                                 ("floor_mean", None)])
+def test_a_batch_combines_each_image_as_alone(runs, method, weights):
+    """One batched forward per member (folder prediction, the server's micro-batches) gives every image the labels
+    it gets alone, for every combining rule."""
+    ensemble = Ensemble.from_paths([runs["a"], runs["b"]], device="cpu", weights=weights, method=method)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, size=(37, 45, 3), dtype=np.uint8) for _ in range(3)]
+    batch = ensemble.predict_proba_batch(images)
+    assert batch.shape == (3, 3, 37, 45)
+    for image, probs in zip(images, batch):
+        alone = ensemble.predict_proba(image)
+        np.testing.assert_allclose(probs, alone, atol=5e-4)  # a batched convolution sums in another order
+        np.testing.assert_array_equal(ensemble.labels(probs), ensemble.labels(alone))
+
+
 class FixedLabels(Predictor):
     """A member that always 'predicts' the given label map (one-hot probabilities)."""
 
@@ -85,8 +101,9 @@ class FixedLabels(Predictor):
         self.spec = tiny_spec(num_classes=num_classes, class_names=CLASSES[:num_classes] + ["c"] * (num_classes - 3))
         self.device = torch.device("cpu")
 
-    def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
-        return (np.arange(self.spec.num_classes)[:, None, None] == self.labels_map[None]).astype(np.float32)
+    def predict_proba_batch(self, images, source: str = "image") -> np.ndarray:
+        one_hot = (np.arange(self.spec.num_classes)[:, None, None] == self.labels_map[None]).astype(np.float32)
+        return np.stack([one_hot] * len(images))
 
 
 def test_majority_vote_of_three_members():
@@ -174,6 +191,12 @@ def test_cli_predict_ensemble_writes_rle(runs, split, tmp_path, capsys):
         np.testing.assert_array_equal(labels, vote.predict(read_image(jpg / name)))
         shares = np.load(out / "probs" / f"{Path(name).stem}.npy")
         assert set(np.unique(shares.astype(np.float32))) <= {0.0, 0.5, 1.0}  # vote shares of two members
+    batched = tmp_path / "batched"  # without saved probabilities the three images share one forward per member
+    assert main([*argv[:4], str(batched), "--save", "index", "--device", "cpu", "--batch", "3", "--ensemble",
+                 str(runs["b"]), "--ensemble-method", "vote"]) == 0
+    for i in range(3):
+        np.testing.assert_array_equal(read_mask(batched / "index" / f"tile_{i}.png"),
+                                      read_mask(out / "index" / f"tile_{i}.png"))
     assert main(["rle", "decode", str(csv), "--shape", "37x45", "-o", str(tmp_path / "decoded"), "--value", "1"]) == 0
     for i in range(3):
         labels = read_mask(out / "index" / f"tile_{i}.png")

@@ -90,10 +90,11 @@ class Ensemble:
         return cls(members, weights, method, names=[name, *paths])
 
     def combine(self, outputs: Iterable[torch.Tensor]) -> torch.Tensor:
-        """The members' K×… probabilities, in member order → the ensemble's K×… output (the class docstring).
+        """The members' probabilities (K×H×W, or N×K×H×W for a batch: classes on the third axis from the end), in
+        member order → the ensemble's output of the same shape (the class docstring).
 
         Taken one at a time, so besides the running total only one member's output is held; the same rule serves
-        whole images (`predict_proba`) and streamed raster bands (`predict_raster`).
+        images, batches of images and streamed raster bands (`predict_raster`).
         """
         total: torch.Tensor | None = None
         for probs, weight in zip(outputs, self.weights):
@@ -101,18 +102,23 @@ class Ensemble:
             if self.method in ("mean", "weighted"):
                 part = probs * weight
             elif self.method == "vote":
-                part = torch.zeros_like(probs).scatter_(0, probs.argmax(0, keepdim=True), weight)
+                part = torch.zeros_like(probs).scatter_(-3, probs.argmax(-3, keepdim=True), weight)
             else:
-                part = probs.argmax(0).double() * weight
+                part = probs.argmax(-3).double() * weight
             total = part if total is None else total.add_(part)
         if self.method != "floor_mean":
             return total
         label = torch.floor(total + 1e-6).long()  # the epsilon absorbs rounding in the weight sum
-        return (torch.arange(self.spec.num_classes)[:, None, None] == label[None]).float()
+        return (torch.arange(self.spec.num_classes)[:, None, None] == label.unsqueeze(-3)).float()
 
     def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """H×W×C image → K×H×W float32: (weighted) mean probabilities, vote shares, or one-hot `floor_mean`."""
-        return self.combine(torch.from_numpy(m.predict_proba(image, source)) for m in self.members).numpy()
+        return self.predict_proba_batch([image], source)[0]
+
+    def predict_proba_batch(self, images: Sequence[np.ndarray], source: str = "image") -> np.ndarray:
+        """N images of one size → N×K×H×W float32: one batched forward per member (`Predictor.predict_proba_batch`),
+        combined as they come."""
+        return self.combine(torch.from_numpy(m.predict_proba_batch(images, source)) for m in self.members).numpy()
 
     def predict_raster(self, src: Path | Sequence[Path], dst: Path, **options: Any) -> RasterResult:
         """Stream a raster of any size through every member (the first member's mode) and write the combined

@@ -18,7 +18,7 @@ from segwise.errors import SegwiseError
 from segwise.inference.ensemble import Ensemble
 from segwise.inference.modes import DEFAULT_MAX_PIXELS
 from segwise.inference.predictor import Predictor
-from segwise.serve.batcher import MicroBatcher, batch_proba
+from segwise.serve.batcher import MicroBatcher
 from segwise.serve.uploads import UploadError, decode_upload, encode_png
 from segwise.serve.viewer import PAGE
 from segwise.visualize import overlay, to_display_rgb
@@ -91,7 +91,7 @@ def create_app(predictor: Predictor | Ensemble, *, names: list[str] | None = Non
                max_pixels: int = DEFAULT_MAX_PIXELS, batch_window_ms: float = 10.0, max_batch: int = 8) -> FastAPI:
     """The ASGI app serving `predictor` (a `Predictor` or an `Ensemble`): `POST /predict`, `GET /model`,
     `GET /health` and the viewer page at `GET /`. `batch_window_ms = 0` runs every request on its own."""
-    batcher = MicroBatcher(lambda images: batch_proba(predictor, images), batch_window_ms / 1000, max_batch)
+    batcher = MicroBatcher(predictor.predict_proba_batch, batch_window_ms / 1000, max_batch)
     info = model_info(predictor, [str(n) for n in names or ["model"]])
     info.update(max_pixels=max_pixels, batching={"window_ms": batch_window_ms, "max_batch": batcher.max_batch})
     stats = {"answered": 0, "refused": 0}

@@ -8,20 +8,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
-
-from segwise.inference.ensemble import Ensemble
-from segwise.inference.predictor import Predictor
-
-
-def batch_proba(predictor: Predictor | Ensemble, images: Sequence[np.ndarray]) -> np.ndarray:
-    """N same-size images → N×K×H×W probabilities: one batched forward per model; an ensemble combines each
-    image's member outputs with its own rule (as `Ensemble.predict_proba` does for one image)."""
-    if not isinstance(predictor, Ensemble):
-        return predictor.predict_proba_batch(images)
-    outputs = [member.predict_proba_batch(images) for member in predictor.members]
-    return np.stack([predictor.combine(torch.from_numpy(out[i]) for out in outputs).numpy()
-                     for i in range(len(images))])
 
 
 class MicroBatcher:

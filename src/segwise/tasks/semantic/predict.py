@@ -165,14 +165,12 @@ def predict_images(predictor: Predictor | Ensemble, samples: Sequence[Sample], o
                    threshold: float | None, rle: bool, rle_class: int | None, batch: int, workers: int | None,
                    counter: Progress) -> list[tuple[Path, tuple[str, str] | None]]:
     """Each sample's index-mask path and RLE row (when `rle`), in input order: reading, the forward pass (batches of
-    up to `batch` images of one size; an ensemble forwards one image at a time) and writing overlap. With saved
+    up to `batch` images of one size, for an ensemble one batch per member) and writing overlap. With saved
     probabilities every forward takes one image: a batched forward differs from a single one in the last bit of some
     probabilities (never, in the tests, in a label), and the .npy files must equal those of one image at a time."""
 
     def forward(images: list[np.ndarray], batch_samples: list[Sample]) -> np.ndarray:
-        if isinstance(predictor, Predictor):
-            return predictor.predict_proba_batch(images, str(batch_samples[0].image))
-        return np.stack([predictor.predict_proba(image, str(s.image)) for image, s in zip(images, batch_samples)])
+        return predictor.predict_proba_batch(images, str(batch_samples[0].image))
 
     def write(sample: Sample, image: np.ndarray, probs: np.ndarray) -> tuple[Path, tuple[str, str] | None]:
         labels = predictor.labels(probs, threshold)

@@ -17,6 +17,7 @@ from segwise.cli.flags import duration, memory_size
 from segwise.config import load_config
 from segwise.data.transforms import apply_transform, build_train_transform, seed_transform
 from segwise.data.validate import MaskShapes
+from segwise.errors import TrainingError
 from segwise.tasks.semantic import plan
 from segwise.tasks.semantic.plan import (Fingerprint, augment_rule, batch_rule, crop_rule, loss_rule, model_rule,
                                          sampler_rule)
@@ -86,6 +87,31 @@ def test_small_memory_gives_a_smaller_batch_and_accumulation():
     assert small == {"data.batch_size": 2, "trainer.accumulate": 2}
     assert values(batch_rule(100 * mib, 200 * mib, 300 * mib, 100))["trainer.accumulate"] == 4
     assert values(batch_rule(0, mib, 2 ** 30, 3))["data.batch_size"] == 3  # never more than the images
+
+
+def test_on_cuda_the_batch_is_searched_for_on_the_device(monkeypatch):
+    """The memory estimate's batch is tried for real; out of memory, a binary search finds the largest that runs
+    (a stand-in device that holds 5 samples: no GPU is needed to test the search)."""
+    import torch
+
+    tried = []
+
+    def device_with_room_for_5(encoder, channels, classes, side, device, batch=2):
+        tried.append(batch)
+        if batch > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return plan.StepCost(0.1 / batch, 0, 0)
+
+    monkeypatch.setattr(plan, "measure_step", device_with_room_for_5)
+    assert plan.confirmed_step("resnet18", 3, 2, 256, "cuda", 16) == (5, plan.StepCost(0.02, 0, 0))
+    assert tried[0] == 16 and 5 in tried and 6 in tried and len(tried) <= 5  # 16, 8, 4, 6, 5
+    tried.clear()
+    assert plan.confirmed_step("resnet18", 3, 2, 256, "cuda", 4)[0] == 4 and tried == [4]  # the estimate ran
+    assert plan.confirmed_step("resnet18", 3, 2, 256, "cpu", 16) == (16, None)  # a CPU keeps the estimate
+    monkeypatch.setattr(plan, "measure_step", lambda *args, **kw: (_ for _ in ()).throw(
+        torch.cuda.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(TrainingError, match=r"one training sample of 256x256 px does not fit on cuda.*--memory"):
+        plan.confirmed_step("resnet18", 3, 2, 256, "cuda", 8)
 
 
 def test_the_budget_picks_the_largest_encoder_that_trains_long_enough():

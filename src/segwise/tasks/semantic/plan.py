@@ -22,6 +22,7 @@ import yaml
 from segwise.config import Config, DataConfig
 from segwise.data.readers import find_split, split_path
 from segwise.data.validate import validate_samples
+from segwise.errors import TrainingError
 from segwise.tasks.semantic.data import build_class_map, with_dataset_defaults
 
 RARE_SHARE = 0.05
@@ -366,19 +367,26 @@ def measure_step(encoder: str, in_channels: int, num_classes: int, crop: int, de
 
 def confirmed_step(encoder: str, in_channels: int, num_classes: int, crop: int, device: str,
                    batch: int) -> tuple[int, StepCost | None]:
-    """On CUDA, a real step at the planned batch, halved while it runs out of memory: the batch that ran and its
-    cost (a GPU's time per sample falls with the batch). On a CPU the estimate stands: (batch, None)."""
+    """On CUDA, the planned batch tried for real: when it runs out of memory, a binary search between the largest
+    batch that ran and the smallest that did not finds the largest that runs; that batch and its cost (a GPU's time
+    per sample falls with the batch). On a CPU the measured estimate stands: (batch, None)."""
+    if not device.startswith("cuda"):
+        return batch, None
     import torch
 
-    while device.startswith("cuda"):
+    runs, fails, trial, costs = 0, batch + 1, batch, {}
+    while fails - runs > 1:
         try:
-            return batch, measure_step(encoder, in_channels, num_classes, crop, device, batch)
+            costs[trial] = measure_step(encoder, in_channels, num_classes, crop, device, trial)
+            runs = trial
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            if batch == 1:
-                raise
-            batch //= 2
-    return batch, None
+            fails = trial
+        trial = (runs + fails) // 2
+    if not runs:
+        raise TrainingError(f"one training sample of {crop}x{crop} px does not fit on {device} with a U-Net on "
+                            f"{encoder}; plan for less memory (--memory) or free the device")
+    return runs, costs[runs]
 
 
 def machine_memory(device: str) -> int:

@@ -228,3 +228,16 @@ def test_budget_without_auto_is_refused(tmp_path, capsys):
 
     assert main(["train", str(tmp_path), "--budget", "10m"]) == 2
     assert "--auto" in capsys.readouterr().err
+
+
+def test_a_device_the_machine_lacks_is_one_line_before_any_reading(synthetic_root, tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["plan", str(synthetic_root), "--device", "cuda", "-o", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: torch sees no CUDA GPU" in err and "Traceback" not in err
+    assert main(["train", str(synthetic_root), "--auto", "--budget", "1m", "--device", "cuda",
+                 "--log-dir", str(tmp_path)]) == 2
+    assert "--device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists() and not any(tmp_path.iterdir())

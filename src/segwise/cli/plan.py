@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    flags.check_device(args.device)
     config = flags.load_args_config(args, args.data_dir)
     flags.check_output_file(args.out, "-o", PLAN_FILE)
     from segwise.io_utils import atomic_write_text
@@ -57,6 +58,7 @@ def auto_config(args: argparse.Namespace, root: Path) -> Any:
 
     user = flags.load_args_config(args, root)
     device = args.device or default_device("cpu" if args.cpu else user.trainer.accelerator)
+    flags.check_device(device, "--device" if args.device else "trainer.accelerator")
     plan = make_plan(user, args.budget or flags.duration("30m"), device, args.memory)
     print(plan.table() + "\n")
     given = flags.foreign_config(args.config) or (read_yaml(args.config) if args.config else {})

@@ -17,7 +17,7 @@ from segwise.cli.flags import duration, memory_size
 from segwise.config import load_config
 from segwise.data.transforms import apply_transform, build_train_transform, seed_transform
 from segwise.data.validate import MaskShapes
-from segwise.errors import TrainingError
+from segwise.errors import ConfigError, TrainingError
 from segwise.tasks.semantic import plan
 from segwise.tasks.semantic.plan import (Fingerprint, augment_rule, batch_rule, crop_rule, loss_rule, model_rule,
                                          sampler_rule)
@@ -241,3 +241,16 @@ def test_a_device_the_machine_lacks_is_one_line_before_any_reading(synthetic_roo
                  "--log-dir", str(tmp_path)]) == 2
     assert "--device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists() and not any(tmp_path.iterdir())
+
+
+def test_memory_that_holds_no_sample_is_refused(synthetic_root, monkeypatch):
+    """--memory under the weights, optimiser state and one sample's activations at the smallest crop: an error
+    naming the flag and what one sample needs, not a plan of batch 1 that cannot run."""
+    monkeypatch.setattr(plan, "ENCODERS", ("resnet18",))
+    monkeypatch.setattr(plan, "measure_step", lambda encoder, channels, classes, side, device, batch=1:
+                        plan.StepCost(0.01, 40 * 2 ** 20, (side / 64) ** 2 * 2 ** 20))
+    config = load_config(None, [f"data.root={synthetic_root}"])
+    with pytest.raises(ConfigError, match=r"1 MiB of memory \(--memory\) do not hold a U-Net on resnet18 training "
+                                          r"one \d+x\d+ sample \(4\d MiB measured"):
+        plan.make_plan(config, 600, "cpu", 2 ** 20)
+    assert values(plan.make_plan(config, 600, "cpu", 50 * 2 ** 20).choices)["data.batch_size"] >= 1

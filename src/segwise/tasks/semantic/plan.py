@@ -22,7 +22,7 @@ import yaml
 from segwise.config import Config, DataConfig
 from segwise.data.readers import find_split, split_path
 from segwise.data.validate import validate_samples
-from segwise.errors import TrainingError
+from segwise.errors import ConfigError, TrainingError
 from segwise.tasks.semantic.data import build_class_map, with_dataset_defaults
 
 RARE_SHARE = 0.05
@@ -467,6 +467,12 @@ def make_plan(config: Config, budget: float, device: str | None = None, memory: 
         side = side // 64 * 32
         cost = measure_step(model[1].value, fp.channels, fp.num_classes, side, device)
         crop = Choice("data.crop_size", side, f"halved until one sample fits in {memory / 2**30:.1f} GiB")
+    if memory - cost.fixed_bytes < cost.bytes_per_sample * HEADROOM:
+        need = cost.fixed_bytes + cost.bytes_per_sample * HEADROOM
+        raise ConfigError(f"{memory / 2**20:.0f} MiB of memory (--memory) do not hold a U-Net on {model[1].value} "
+                          f"training one {side}x{side} sample ({need / 2**20:.0f} MiB measured: weights, optimiser "
+                          "state and activations); give more memory, or leave --memory out to use half the free RAM "
+                          "(90 % of a GPU's)")
     samples = samples_in_budget(cost.seconds_per_sample, budget)
     batch = batch_rule(cost.fixed_bytes, cost.bytes_per_sample, memory, fp.num_images, samples=samples)
     ran, at_batch = confirmed_step(model[1].value, fp.channels, fp.num_classes, side, device, batch[0].value)

@@ -222,6 +222,18 @@ def test_train_auto_plans_prints_trains_and_keeps_the_plan(synthetic_root, tmp_p
     assert trained["loss"]["name"] == planned.loss.name and trained["trainer"]["max_steps"] == 2
     assert (run / "model.safetensors").is_file()
 
+    # the same name again (a killed run restarted, or trained further): the kept plan stands, nothing is measured
+    kept = (run / "plan.yaml").read_text()
+    monkeypatch.setattr(plan, "make_plan", lambda *a, **kw: pytest.fail("a resumed run must not plan again"))
+    assert main(["train", str(synthetic_root), "--auto", "--budget", "5m", "--cpu", "--steps", "4", "-w", "0",
+                 "--log-dir", str(tmp_path), "--name", "auto", "--set", "trainer.progress_bar=false"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{run} resumes with the plan it started with" in printed
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in printed
+    assert (run / "plan.yaml").read_text() == kept
+    resumed = yaml.safe_load((run / "config.yaml").read_text())
+    assert resumed["data"]["crop_size"] == trained["data"]["crop_size"] and resumed["trainer"]["max_steps"] == 4
+
 
 def test_budget_without_auto_is_refused(tmp_path, capsys):
     from segwise.cli import main

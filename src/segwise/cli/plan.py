@@ -50,22 +50,32 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 def auto_config(args: argparse.Namespace, root: Path) -> Any:
     """`train --auto`: the plan under the user's --config, flags and --set; printed, and saved as plan.yaml in the
-    run directory (the run is named now so that the plan and the training share it)."""
+    run directory (the run is named now so that the plan and the training share it). A named run that already holds
+    a plan resumes with it: planning again would measure the machine anew and could change the batch and the
+    schedule under the checkpoint."""
     from segwise.config import load_config, merge, read_yaml
     from segwise.engine.run import run_directory
     from segwise.io_utils import atomic_write_text
     from segwise.tasks.semantic.plan import default_device, make_plan
 
     user = flags.load_args_config(args, root)
-    device = args.device or default_device("cpu" if args.cpu else user.trainer.accelerator)
-    flags.check_device(device, "--device" if args.device else "trainer.accelerator")
-    plan = make_plan(user, args.budget or flags.duration("30m"), device, args.memory)
-    print(plan.table() + "\n")
+    kept = run_directory(user.run) / PLAN_FILE if user.run.name and user.run.resume else None
+    if kept is not None and kept.is_file():
+        planned, text = read_yaml(kept), None
+        print(f"{kept.parent} resumes with the plan it started with ({kept}); --budget and --memory are not planned "
+              "again (give a new --name to plan anew)\n")
+    else:
+        device = args.device or default_device("cpu" if args.cpu else user.trainer.accelerator)
+        flags.check_device(device, "--device" if args.device else "trainer.accelerator")
+        plan = make_plan(user, args.budget or flags.duration("30m"), device, args.memory)
+        print(plan.table() + "\n")
+        planned, text = plan.config(), plan.to_yaml()
     given = flags.foreign_config(args.config) or (read_yaml(args.config) if args.config else {})
     config = load_config(None, [*flags.length_overrides(args), *args.overrides],
-                         {**flags.config_flags(args), "data.root": str(root)}, base=merge(plan.config(), given))
+                         {**flags.config_flags(args), "data.root": str(root)}, base=merge(planned, given))
     directory = run_directory(config.run, config.model.name, config.model.encoder)
     config.run.name = directory.name
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / PLAN_FILE, plan.to_yaml())
+    if text is not None:
+        atomic_write_text(directory / PLAN_FILE, text)
     return config

@@ -266,3 +266,38 @@ def test_memory_that_holds_no_sample_is_refused(synthetic_root, monkeypatch):
                                           r"one \d+x\d+ sample \(4\d MiB measured"):
         plan.make_plan(config, 600, "cpu", 2 ** 20)
     assert values(plan.make_plan(config, 600, "cpu", 50 * 2 ** 20).choices)["data.batch_size"] >= 1
+
+
+def test_plan_on_16_bit_five_band_geotiffs_keeps_colour_ops_out_and_trains(tmp_path, one_thread, capsys,
+                                                                           monkeypatch):
+    """A multispectral set as users hold it (5-band uint16 GeoTIFFs, aerial: classes anywhere in the tile): the plan
+    reads the bands and the pixel type from the files, turns on rotations and both flips, no colour op, and the
+    planned config trains."""
+    from tests.helpers import write_geotiff
+    from segwise.data.io import write_png
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for i in range(count):
+            mask = np.zeros((64, 64), np.uint8)
+            for _ in range(4):  # fields of class 1 and 2 anywhere in the tile
+                y, x = rng.integers(0, 48, 2)
+                mask[y:y + 16, x:x + 16] = rng.integers(1, 3)
+            pixels = (rng.integers(0, 4000, (5, 64, 64)) + mask.astype(np.int64) * 9000).astype(np.uint16)
+            (tmp_path / "ms" / split / "images").mkdir(parents=True, exist_ok=True)
+            write_geotiff(tmp_path / "ms" / split / "images" / f"t{i}.tif", pixels, nodata=None)
+            write_png(tmp_path / "ms" / split / "masks" / f"t{i}.png", mask)
+    monkeypatch.setattr(plan, "ENCODERS", ("resnet18",))
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", str(tmp_path / "ms"), "--budget", "1m", "--device", "cpu", "--memory", "2GB",
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "5 channels (uint16)" in text
+    config = load_config(out)
+    assert config.data.augment == "safe" and config.data.vflip and config.data.hflip
+    transform = build_train_transform(config.data.augment, crop_size=config.data.crop_size, hflip=True, vflip=True,
+                                      num_channels=5)
+    assert not [op for op in walk(transform) if isinstance(op, COLOUR_OPS)]
+    assert main(["train", str(tmp_path / "ms"), "--config", str(out), "--cpu", "--steps", "2", "-w", "0",
+                 "--log-dir", str(tmp_path / "runs"), "--name", "ms", "--set", "trainer.progress_bar=false"]) == 0
+    assert yaml.safe_load((tmp_path / "runs" / "ms" / "model.yaml").read_text())["in_channels"] == 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -49,6 +50,8 @@ STEP_OVERHEAD = 1.5
 """A real training step costs this much more than the measured forward/backward/update of random tensors:
 decoding, augmentation, the loss's extra terms, validation and logging (0.27-0.30 s vs 0.19 s per 256² sample of
 U-Net resnet18 on 2 CPU cores, benchmarks/plan_compare.py)."""
+TIMED_STEPS = 3
+"""Steps timed per measurement; their median is the step time (a single step on a CPU can be off by half)."""
 TRAIN_SHARE = 0.8
 """Share of the budget spent on training steps; the rest goes to validation and start-up."""
 RARE_CROPS = 1 / 3
@@ -329,7 +332,8 @@ class StepCost:
 def measure_step(encoder: str, in_channels: int, num_classes: int, crop: int, device: str,
                  batch: int = 2) -> StepCost:
     """Real forward/backward/AdamW steps of `MODEL` + `encoder` at `crop`: a warm-up, one with autograd's saved
-    tensors counted, one timed."""
+    tensors counted, then TIMED_STEPS timed, of which the median counts (one timed step on a CPU was off by 1.6x in
+    the plan comparison: the plan then trained 9 of 20 minutes)."""
     import torch
     import torch.nn.functional as F
 
@@ -354,13 +358,16 @@ def measure_step(encoder: str, in_channels: int, num_classes: int, crop: int, de
     step()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    times = []
+    for _ in range(TIMED_STEPS):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     return StepCost(seconds / batch, 4 * weights, saved[0] // batch)
 

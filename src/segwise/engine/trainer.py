@@ -24,6 +24,7 @@ from segwise.errors import Interrupted
 from segwise.models import create_model, input_stride
 from segwise.progress import duration, quiet_lightning
 
+
 def is_global_zero() -> bool:
     """Whether this process is rank 0, the one that reports (a multi-device run starts a process per device)."""
     return rank_zero_only.rank == 0

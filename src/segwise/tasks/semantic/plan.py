@@ -328,6 +328,10 @@ class StepCost:
     fixed_bytes: int
     bytes_per_sample: int
 
+    def one_sample_bytes(self) -> float:
+        """Memory a step of one sample takes: the fixed bytes and its activations with HEADROOM."""
+        return self.fixed_bytes + self.bytes_per_sample * HEADROOM
+
 
 def measure_step(encoder: str, in_channels: int, num_classes: int, crop: int, device: str,
                  batch: int = 2) -> StepCost:
@@ -470,16 +474,15 @@ def make_plan(config: Config, budget: float, device: str | None = None, memory: 
     while smaller := budget_crop_rule(side, cost.seconds_per_sample, budget, smallest_crop(fp)):
         crop, side = smaller, smaller.value
         cost = measure_step(model[1].value, fp.channels, fp.num_classes, side, device)
-    while side > 64 and memory - cost.fixed_bytes < cost.bytes_per_sample * HEADROOM:  # not even one sample fits
+    while side > 64 and cost.one_sample_bytes() > memory:  # not even one sample fits
         side = side // 64 * 32
         cost = measure_step(model[1].value, fp.channels, fp.num_classes, side, device)
         crop = Choice("data.crop_size", side, f"halved until one sample fits in {memory / 2**30:.1f} GiB")
-    if memory - cost.fixed_bytes < cost.bytes_per_sample * HEADROOM:
-        need = cost.fixed_bytes + cost.bytes_per_sample * HEADROOM
+    if cost.one_sample_bytes() > memory:
         raise ConfigError(f"{memory / 2**20:.0f} MiB of memory (--memory) do not hold a U-Net on {model[1].value} "
-                          f"training one {side}x{side} sample ({need / 2**20:.0f} MiB measured: weights, optimiser "
-                          "state and activations); give more memory, or leave --memory out to use half the free RAM "
-                          "(90 % of a GPU's)")
+                          f"training one {side}x{side} sample ({cost.one_sample_bytes() / 2**20:.0f} MiB measured: "
+                          "weights, optimiser state and activations); give more memory, or leave --memory out to use "
+                          "half the free RAM (90 % of a GPU's)")
     samples = samples_in_budget(cost.seconds_per_sample, budget)
     batch = batch_rule(cost.fixed_bytes, cost.bytes_per_sample, memory, fp.num_images, samples=samples)
     ran, at_batch = confirmed_step(model[1].value, fp.channels, fp.num_classes, side, device, batch[0].value)
